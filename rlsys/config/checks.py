@@ -1,0 +1,53 @@
+"""Start-of-run checks for settings that are each valid alone but conflict together.
+
+Each error names the keys that conflict and what to set instead.
+"""
+
+from __future__ import annotations
+
+from rlsys.algorithms import ADVANTAGE_ESTIMATORS
+
+GROUP_ESTIMATORS = {"grpo", "rloo", "reinforce_plus_plus_baseline"}
+
+
+def check_config(config, cuda_available: bool) -> None:
+    algo, rollout, trainer = config.algorithm, config.rollout, config.trainer
+    if algo.adv_estimator not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(
+            f"algorithm.adv_estimator={algo.adv_estimator!r} is unknown; valid: {sorted(ADVANTAGE_ESTIMATORS)}"
+        )
+    if algo.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
+        raise ValueError(
+            f"algorithm.adv_estimator={algo.adv_estimator} compares samples of the same prompt and needs "
+            f"rollout.n >= 2 (got rollout.n={rollout.n}); set rollout.n=2 or more, or algorithm.adv_estimator=gae"
+        )
+    if rollout.name not in ("vllm", "hf"):
+        raise ValueError(f"rollout.name={rollout.name!r}: expected vllm or hf")
+    if trainer.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"trainer.device={trainer.device!r}: expected auto, cpu or cuda")
+    if trainer.device == "cuda" and not cuda_available:
+        raise ValueError("trainer.device=cuda but no CUDA device is visible; set trainer.device=auto or cpu")
+    if algo.use_kl_in_reward and config.actor.use_kl_loss:
+        raise ValueError(
+            "algorithm.use_kl_in_reward=true and actor.use_kl_loss=true both apply a KL penalty; "
+            "choose one (set the other to false)"
+        )
+    if rollout.tensor_parallel_size < 1 or trainer.n_devices_per_node % rollout.tensor_parallel_size:
+        raise ValueError(
+            f"rollout.tensor_parallel_size={rollout.tensor_parallel_size} must divide "
+            f"trainer.n_devices_per_node={trainer.n_devices_per_node}"
+        )
+    if config.data.max_prompt_length + config.data.max_response_length > rollout.max_model_len:
+        raise ValueError(
+            f"data.max_prompt_length + data.max_response_length = "
+            f"{config.data.max_prompt_length + config.data.max_response_length} exceeds "
+            f"rollout.max_model_len={rollout.max_model_len}; raise rollout.max_model_len"
+        )
+
+
+def needs_reference(config) -> bool:
+    return config.algorithm.use_kl_in_reward or config.actor.use_kl_loss
+
+
+def needs_critic(config) -> bool:
+    return config.algorithm.adv_estimator == "gae"

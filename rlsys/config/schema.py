@@ -1,0 +1,152 @@
+"""Typed configuration schema for rlsys, registered in Hydra's ConfigStore.
+
+This is the one source of truth for keys and defaults: YAML files under `configs/` and
+`recipes/` only set values, and a misspelt key fails at start with Hydra naming it.
+Batch sizes are all counted in *sequences* (one prompt x one sample) except
+`data.train_batch_size`, which counts prompts; `rlsys.config.batch_sizes` derives the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    # "builtin:tiny-arith" builds (once, cached) the embedded tiny model; otherwise a HF path.
+    path: str = "builtin:tiny-arith"
+    dtype: str = "auto"  # auto: float32 on CPU, bfloat16 on CUDA
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    task: str = "arithmetic"  # built-in synthetic task used when no files are given
+    train_batch_size: int = 32  # prompts per step
+    val_size: int = 128
+    train_size: int = 4096
+    max_prompt_length: int = 16
+    max_response_length: int = 8
+
+
+@dataclass
+class RolloutConfig:
+    name: str = "vllm"  # vllm | hf
+    n: int = 1  # samples per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    tensor_parallel_size: int = 1
+    max_model_len: int = 64
+    gpu_memory_utilization: float = 0.4
+    kv_cache_space_gb: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    enforce_eager: bool = True
+    free_cache_engine: bool = True  # GPU colocate: sleep the engine while the actor trains
+    val_temperature: float = 0.0  # 0 = greedy validation
+    val_n: int = 1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    warmup_steps: int = 0
+    lr_scheduler: str = "constant"  # constant | cosine
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ActorConfig:
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ppo_mini_batch_size: int = 32  # sequences per optimizer step (all ranks together)
+    micro_batch_size_per_rank: int = 8  # sequences per forward/backward on one rank
+    ppo_epochs: int = 1
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    clip_ratio_c: float = 3.0
+    loss_agg_mode: str = "token-mean"
+    entropy_coeff: float = 0.0
+    use_kl_loss: bool = False
+    kl_loss_coef: float = 0.001
+    kl_loss_type: str = "low_var_kl"
+
+
+@dataclass
+class CriticConfig:
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
+    ppo_mini_batch_size: int = 32
+    micro_batch_size_per_rank: int = 8
+    ppo_epochs: int = 1
+    cliprange_value: float = 0.5
+    loss_agg_mode: str = "token-mean"
+
+
+@dataclass
+class KLControlConfig:
+    type: str = "fixed"  # fixed | adaptive
+    kl_coef: float = 0.001
+    target_kl: float = 0.1
+    horizon: int = 10000
+
+
+@dataclass
+class AlgorithmConfig:
+    adv_estimator: str = "gae"  # gae | grpo | rloo | reinforce_plus_plus | reinforce_plus_plus_baseline
+    gamma: float = 1.0
+    lam: float = 1.0
+    norm_adv_by_std_in_grpo: bool = True
+    use_kl_in_reward: bool = False
+    kl_penalty: str = "k1"
+    kl_ctrl: KLControlConfig = field(default_factory=KLControlConfig)
+
+
+@dataclass
+class WeightSyncConfig:
+    bucket_size_mb: int = 256
+    verify: bool = False
+    timeout_s: float = 120.0
+
+
+@dataclass
+class RewardConfig:
+    fn: Optional[str] = None  # "package.module:function" or "path/to/file.py:function"
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = 40
+    test_freq: int = 10
+    val_before_train: bool = True
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    nnodes: int = 1
+    n_devices_per_node: int = 1  # GPUs per node on CUDA; worker processes per node on CPU
+    # placement=split: devices per node given to rollout engines (the rest train). On CPU
+    # "devices" are processes, so split works with n_devices_per_node=1 (one of each).
+    rollout_devices_per_node: int = 1
+    logger: list = field(default_factory=lambda: ["console", "jsonl"])
+    ray_num_cpus: Optional[int] = None
+    worker_timeout_s: float = 600.0
+
+
+@dataclass
+class RLConfig:
+    placement: str = "colocate"  # colocate | split
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="rlsys_schema", node=RLConfig)

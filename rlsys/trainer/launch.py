@@ -1,0 +1,88 @@
+"""setup -> train -> cleanup for one run: the recipe body behind `python -m rlsys.main`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from rlsys.config.batch_sizes import derive_batch_shapes
+from rlsys.config.checks import check_config, needs_critic, needs_reference
+
+
+def resolve_model_path(config) -> str:
+    if config.model.path.startswith("builtin:"):
+        from rlsys.models.warmup import ensure_base_model
+
+        if config.model.path != "builtin:tiny-arith":
+            raise ValueError(f"model.path={config.model.path!r}: the only built-in model is builtin:tiny-arith")
+        return str(ensure_base_model(seed=0))
+    if not Path(config.model.path).exists():
+        raise ValueError(f"model.path={config.model.path!r} does not exist (no downloads: pass a local HF directory)")
+    return config.model.path
+
+
+def derive_shapes(config, num_train_ranks: int):
+    shapes = derive_batch_shapes(
+        config.data.train_batch_size, config.rollout.n, num_train_ranks,
+        config.actor.ppo_mini_batch_size, config.actor.micro_batch_size_per_rank,
+    )
+    if needs_critic(config):
+        derive_batch_shapes(
+            config.data.train_batch_size, config.rollout.n, num_train_ranks,
+            config.critic.ppo_mini_batch_size, config.critic.micro_batch_size_per_rank, prefix="critic",
+        )
+    return shapes
+
+
+def _start_ray(config, use_gpu: bool) -> None:
+    import ray
+
+    env = {"TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": str(config.rollout.kv_cache_space_gb)}
+    for key in ("RLSYS_CACHE", "VLLM_USE_FLASHINFER_SAMPLER", "VLLM_WORKER_MULTIPROC_METHOD", "NCCL_NVLS_ENABLE",
+                "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS", "PYTHONPATH"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    num_cpus = config.trainer.ray_num_cpus or max(8, os.cpu_count() or 1)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": env}, log_to_driver=True)
+
+
+def launch(config, run_dir: Path) -> dict:
+    import ray
+
+    from rlsys.data.tasks import load_task_rows
+    from rlsys.trainer.placement import build_role_groups, check_placement
+    from rlsys.trainer.rl_trainer import RLTrainer
+    from rlsys.trainer.sync import WeightSyncDriver
+    from rlsys.data.prompts import PromptLoader, tokenize_prompts
+
+    cuda = torch.cuda.is_available()
+    check_config(config, cuda)
+    use_gpu = config.trainer.device == "cuda" or (config.trainer.device == "auto" and cuda)
+    train_ranks, _ = check_placement(config, use_gpu)
+    shapes = derive_shapes(config, train_ranks * config.trainer.nnodes)
+    print(shapes.table(), flush=True)
+    model_path = resolve_model_path(config)
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_rows, val_rows = load_task_rows(config)
+    loader = PromptLoader(train_rows, tokenizer, config.data.train_batch_size, config.data.max_prompt_length,
+                          config.trainer.seed)
+    val_batch = tokenize_prompts(val_rows, tokenizer, config.data.max_prompt_length)
+
+    _start_ray(config, use_gpu)
+    try:
+        roles = build_role_groups(config, model_path, use_gpu, needs_reference(config), needs_critic(config))
+        for group in (roles.actor, roles.reference, roles.critic):
+            if group is not None:
+                group.init_model()
+        roles.rollout.init_engine()
+        weight_sync = WeightSyncDriver(config, roles, "cuda" if use_gpu else "cpu")
+        trainer = RLTrainer(config, roles, loader, val_batch, shapes, run_dir, weight_sync)
+        return trainer.fit()
+    finally:
+        ray.shutdown()

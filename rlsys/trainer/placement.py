@@ -1,0 +1,89 @@
+"""Builds the worker groups for a run: which roles exist and where they live.
+
+`colocate`: one resource pool; actor, rollout (and reference, critic, reward) share each
+bundle as one `WorkerDict` process, so weights reach the engine through IPC handles (GPU)
+or shared memory (CPU). `split`: the rollout engines get a pool of their own and weights
+travel through an NCCL (GPU) or gloo (CPU) broadcast group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from rlsys.single_controller import (
+    RayClassWithInitArgs,
+    RayResourcePool,
+    RayWorkerGroup,
+    create_colocated_worker_cls,
+)
+
+
+@dataclass
+class RoleGroups:
+    actor: Any
+    rollout: Any
+    reward: Any
+    reference: Optional[Any]
+    critic: Optional[Any]
+    groups: list  # the underlying RayWorkerGroups, for shutdown
+
+
+def check_placement(config, use_gpu: bool) -> tuple[int, int]:
+    """Returns (train ranks, rollout ranks) per node; raises naming the conflicting keys."""
+    t = config.trainer
+    if config.placement not in ("colocate", "split"):
+        raise ValueError(f"placement={config.placement!r}: expected colocate or split")
+    if config.placement == "colocate":
+        return t.n_devices_per_node, t.n_devices_per_node
+    train = t.n_devices_per_node - t.rollout_devices_per_node if use_gpu else t.n_devices_per_node
+    if train < 1 or t.rollout_devices_per_node < 1:
+        raise ValueError(
+            f"placement=split needs devices for both sides: trainer.n_devices_per_node={t.n_devices_per_node}, "
+            f"trainer.rollout_devices_per_node={t.rollout_devices_per_node} leave {train} for training; "
+            "set trainer.n_devices_per_node >= trainer.rollout_devices_per_node + 1, or placement=colocate"
+        )
+    return train, t.rollout_devices_per_node
+
+
+def _role_classes(config, model_path: str, needs_ref: bool, needs_critic: bool) -> dict:
+    from rlsys.rollout.worker import RolloutWorker
+    from rlsys.workers.actor import ActorWorker
+    from rlsys.workers.critic import CriticWorker
+    from rlsys.workers.reference import ReferenceWorker
+    from rlsys.workers.reward import RewardWorker
+
+    classes = {"actor": ActorWorker, "rollout": RolloutWorker, "reward": RewardWorker}
+    if needs_ref:
+        classes["ref"] = ReferenceWorker
+    if needs_critic:
+        classes["critic"] = CriticWorker
+    return {role: RayClassWithInitArgs(cls, config, model_path) for role, cls in classes.items()}
+
+
+def _spawn(pool: RayResourcePool, roles: dict, prefix: str) -> tuple[dict, RayWorkerGroup]:
+    worker_dict_cls = create_colocated_worker_cls(roles)
+    wg = RayWorkerGroup(pool, RayClassWithInitArgs(worker_dict_cls), name_prefix=prefix)
+    return wg.spawn(prefix_set=set(roles)), wg
+
+
+def build_role_groups(config, model_path: str, use_gpu: bool, needs_ref: bool, needs_critic: bool) -> RoleGroups:
+    train_ranks, rollout_ranks = check_placement(config, use_gpu)
+    roles = _role_classes(config, model_path, needs_ref, needs_critic)
+    nodes = config.trainer.nnodes
+    if config.placement == "colocate":
+        pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="colocate")
+        views, wg = _spawn(pool, roles, "colocate")
+        groups = [wg]
+    else:
+        rollout_role = {"rollout": roles.pop("rollout")}
+        train_pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="train")
+        rollout_pool = RayResourcePool([rollout_ranks] * nodes, use_gpu=use_gpu, name_prefix="rollout")
+        views, train_wg = _spawn(train_pool, roles, "train")
+        rollout_views, rollout_wg = _spawn(rollout_pool, rollout_role, "rollout")
+        views.update(rollout_views)
+        groups = [train_wg, rollout_wg]
+    return RoleGroups(
+        actor=views["actor"], rollout=views["rollout"], reward=views["reward"],
+        reference=views.get("ref"), critic=views.get("critic"), groups=groups,
+    )

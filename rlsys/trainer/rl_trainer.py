@@ -1,0 +1,123 @@
+"""The driver loop (single controller): one step is a flat sequence of named, timed phases.
+
+generate -> reward -> old log-probs -> reference log-probs -> values -> advantages
+-> update critic -> update actor -> sync weights -> validate -> log
+Algorithm choices come in as functions picked from config (`rlsys.algorithms` registries).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlsys.algorithms import get_kl_controller
+from rlsys.config.batch_sizes import BatchShapes
+from rlsys.protocol import DataProto
+from rlsys.trainer.advantage import compute_advantage_phase
+from rlsys.trainer.metrics import MetricsWriter, compute_data_metrics, mean_of_rank_metrics
+from rlsys.trainer.placement import RoleGroups
+from rlsys.trainer.timing import PhaseTimer
+from rlsys.workers.actor import NonFiniteLossError
+
+
+class RLTrainer:
+    def __init__(self, config, roles: RoleGroups, train_loader, val_batch: DataProto, shapes: BatchShapes,
+                 run_dir: Path, weight_sync):
+        self.config, self.roles, self.shapes = config, roles, shapes
+        self.train_loader, self.val_batch = train_loader, val_batch
+        self.run_dir = run_dir
+        self.weight_sync = weight_sync
+        self.writer = MetricsWriter(run_dir, list(config.trainer.logger))
+        kl = config.algorithm.kl_ctrl
+        self.kl_ctrl = get_kl_controller(kl.type, kl_coef=kl.kl_coef, target_kl=kl.target_kl, horizon=kl.horizon)
+        self.val_history: list[tuple[int, float]] = []
+
+    # ---- phases -------------------------------------------------------------------------
+    def generate(self, prompts: DataProto, validate: bool) -> DataProto:
+        prompts.meta_info["validate"] = validate
+        gen = self.roles.rollout.generate_sequences(prompts)
+        n = self.config.rollout.val_n if validate else self.config.rollout.n
+        return prompts.repeat(repeat_times=n, interleave=True).union(gen)
+
+    def validate(self, step: int) -> float:
+        batch = self.generate(self.val_batch.select(deepcopy=True), validate=True)
+        scores = self.roles.reward.compute_score(batch).batch["scores"]
+        score = float(scores.mean())
+        self.val_history.append((step, score))
+        return score
+
+    def update_actor(self, batch: DataProto) -> dict:
+        try:
+            return mean_of_rank_metrics(self.roles.actor.update_actor(batch))
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(f"training step {self.step}: {exc}") from exc
+
+    # ---- loop ---------------------------------------------------------------------------
+    def step_once(self) -> dict:
+        cfg, roles, timer = self.config, self.roles, PhaseTimer()
+        with timer.phase("step"):
+            prompts = self.train_loader.next_batch()
+            with timer.phase("gen"):
+                batch = self.generate(prompts, validate=False)
+            with timer.phase("reward"):
+                batch = batch.union(roles.reward.compute_score(batch))
+            with timer.phase("old_log_prob"):
+                batch = batch.union(roles.actor.compute_log_prob(batch))
+            if roles.reference is not None:
+                with timer.phase("ref"):
+                    batch = batch.union(roles.reference.compute_ref_log_prob(batch))
+            if roles.critic is not None:
+                with timer.phase("values"):
+                    batch = batch.union(roles.critic.compute_values(batch))
+            with timer.phase("adv"):
+                batch, metrics = compute_advantage_phase(batch, cfg.algorithm, self.kl_ctrl)
+            if roles.critic is not None:
+                with timer.phase("update_critic"):
+                    metrics.update(mean_of_rank_metrics(roles.critic.update_critic(batch)))
+            with timer.phase("update_actor"):
+                metrics.update(self.update_actor(batch))
+            with timer.phase("sync_weights"):
+                metrics.update(self.weight_sync.sync())
+            if cfg.algorithm.use_kl_in_reward and "actor/reward_kl_penalty" in metrics:
+                self.kl_ctrl.update(metrics["actor/reward_kl_penalty"], n_steps=self.shapes.prompts_per_step)
+        metrics.update(compute_data_metrics(batch, use_critic=roles.critic is not None))
+        metrics.update(timer.metrics())
+        num_tokens = int(batch.batch["attention_mask"].sum())
+        metrics["perf/total_num_tokens"] = num_tokens
+        metrics["perf/throughput"] = num_tokens / timer.seconds["step"]
+        return metrics
+
+    def fit(self) -> dict:
+        cfg = self.config.trainer
+        start = time.time()
+        if cfg.val_before_train:
+            score = self.validate(0)
+            self.writer.log(0, {"val/score": score})
+        bar = tqdm(range(1, cfg.total_steps + 1), desc="rlsys", dynamic_ncols=True)
+        for self.step in bar:
+            metrics = self.step_once()
+            if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or self.step == cfg.total_steps):
+                with PhaseTimer().phase("validate"):
+                    metrics["val/score"] = self.validate(self.step)
+            self.writer.log(self.step, metrics)
+            bar.set_postfix(score=f"{metrics['critic/score/mean']:.3f}",
+                            val=f"{self.val_history[-1][1]:.3f}" if self.val_history else "-",
+                            step_s=f"{metrics['timing_s/step']:.1f}")
+        self.writer.close()
+        return self.write_summary(time.time() - start)
+
+    def write_summary(self, wall_seconds: float) -> dict:
+        summary = {
+            "val_score_initial": self.val_history[0][1] if self.val_history else None,
+            "val_score_final": self.val_history[-1][1] if self.val_history else None,
+            "val_history": self.val_history,
+            "steps": self.config.trainer.total_steps,
+            "wall_seconds": wall_seconds,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary

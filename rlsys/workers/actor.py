@@ -1,0 +1,129 @@
+"""Actor role: the policy being trained.
+
+Computes old log-probs and entropy, and runs the PPO-style update (epochs x mini-batches
+x micro-batches with gradient accumulation, grad clipping, lr schedule). Sharded with
+FSDP2 when more than one rank trains; gloo on CPU, nccl on CUDA.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from rlsys.algorithms import agg_loss, compute_policy_loss, kl_penalty
+from rlsys.protocol import DataProto
+from rlsys.single_controller import Dispatch, Worker, register
+from rlsys.workers import model_utils
+from rlsys.workers.policy import PolicyModelMixin, model_inputs
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training step produces a NaN/inf loss or gradient norm."""
+
+
+class ActorWorker(Worker, PolicyModelMixin):
+    def __init__(self, config, model_path: str):
+        super().__init__()
+        self.config = config
+        self.model_path = model_path
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_model(self) -> None:
+        self.model = self._load_policy(self.config, trainable=True)
+        self.optimizer, self.lr_scheduler = model_utils.build_optimizer(
+            self.model, self.config.actor.optim, self.config.trainer.total_steps
+        )
+        self.num_updates = 0
+
+    @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
+    def compute_log_prob(self, data: DataProto) -> DataProto:
+        self.model.eval()
+        out = self._log_probs(self.model, data, "old_log_probs", with_entropy=True)
+        self.model.train()
+        return out
+
+    def _micro_loss(self, micro: DataProto, response_length: int):
+        cfg = self.config.actor
+        batch = micro.batch
+        mask = batch["response_mask"].float()
+        log_prob, entropy = model_utils.response_log_probs(
+            self.model, *model_inputs(batch), response_length, self.config.rollout.temperature, with_entropy=True
+        )
+        pg_loss, clipfrac, ppo_kl, clipfrac_lower = compute_policy_loss(
+            old_log_prob=batch["old_log_probs"], log_prob=log_prob, advantages=batch["advantages"],
+            response_mask=mask, clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high,
+            clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=cfg.loss_agg_mode,
+        )
+        entropy_loss = agg_loss(entropy, mask, cfg.loss_agg_mode)
+        loss = pg_loss - cfg.entropy_coeff * entropy_loss
+        stats = {"actor/pg_loss": pg_loss.item(), "actor/pg_clipfrac": float(clipfrac),
+                 "actor/ppo_kl": float(ppo_kl), "actor/pg_clipfrac_lower": float(clipfrac_lower),
+                 "actor/entropy": entropy_loss.item()}
+        if cfg.use_kl_loss:
+            kl = agg_loss(kl_penalty(log_prob, batch["ref_log_prob"], cfg.kl_loss_type), mask, cfg.loss_agg_mode)
+            loss = loss + cfg.kl_loss_coef * kl
+            stats["actor/kl_loss"] = kl.item()
+        return loss, stats
+
+    @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
+    def update_actor(self, data: DataProto) -> dict:
+        cfg = self.config.actor
+        data = data.to(self.device)
+        response_length = data.batch["responses"].shape[1]
+        mini_per_rank = cfg.ppo_mini_batch_size // self.world_size
+        metrics = defaultdict(list)
+        for _ in range(cfg.ppo_epochs):
+            for mini in data.split(mini_per_rank):
+                micros = mini.split(cfg.micro_batch_size_per_rank)
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro in micros:
+                    loss, stats = self._micro_loss(micro, response_length)
+                    (loss / len(micros)).backward()
+                    for k, v in stats.items():
+                        metrics[k].append(v)
+                grad_norm = model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip)
+                if not torch.isfinite(torch.tensor(grad_norm)) or not torch.isfinite(loss.detach()):
+                    raise NonFiniteLossError(
+                        f"actor update {self.num_updates}: non-finite loss={loss.item()} or grad_norm={grad_norm} "
+                        f"on rank {self.rank}"
+                    )
+                self.optimizer.step()
+                metrics["actor/grad_norm"].append(grad_norm)
+        self.lr_scheduler.step()
+        self.num_updates += 1
+        out = {k: sum(v) / len(v) for k, v in metrics.items()}
+        out["actor/lr"] = self.lr_scheduler.get_last_lr()[0]
+        return out
+
+    def named_weights(self):
+        """(HF name, full tensor) pairs in the actor's dtype, gathered shard by shard."""
+        return model_utils.full_state_dict(self.model)
+
+    # ---- weight sync: rank 0 sends, every rank gathers its shards --------------------------
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def connect_rollout(self, rollout_handles: list, transport: str, sync_cfg) -> None:
+        """Build the sender on rank 0; broadcast transports form their group with the engines here."""
+        if self.rank != 0:
+            return
+        import ray
+
+        from rlsys.weight_sync import make_sender
+
+        def call_receivers(method: str, *args) -> list:
+            refs = [h.rollout_call_engine_workers.remote(method, *args) for h in rollout_handles]
+            return [r for per_rank in ray.get(refs, timeout=sync_cfg.timeout_s) for r in per_rank]
+
+        self.call_receivers = call_receivers
+        self.sender = make_sender(transport, sync_cfg.bucket_size_mb, sync_cfg.verify, sync_cfg.timeout_s,
+                                  host=ray.util.get_node_ip_address())
+        self.sender.connect(call_receivers)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def sync_weights(self, corrupt_param_for_test: str | None = None):
+        named = list(self.named_weights())
+        if self.rank != 0:
+            return None
+        report = self.sender.sync(named, self.call_receivers, corrupt_param_for_test=corrupt_param_for_test)
+        return {"weight_sync/num_bytes": report.num_bytes, "weight_sync/num_buckets": report.num_buckets,
+                "weight_sync/sync_s": report.sync_s}
