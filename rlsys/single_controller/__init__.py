@@ -1,0 +1,12 @@
+"""Controller mechanics (no RL here): workers, dispatch decorators, resource pools, groups."""
+
+from rlsys.single_controller.colocate import create_colocated_worker_cls
+from rlsys.single_controller.decorator import Dispatch, Execute, register
+from rlsys.single_controller.resource_pool import RayResourcePool
+from rlsys.single_controller.worker import Worker
+from rlsys.single_controller.worker_group import (
+    RayClassWithInitArgs, RayWorkerGroup, WorkerDiedError,
+)
+
+__all__ = ["Worker", "register", "Dispatch", "Execute", "RayResourcePool", "RayClassWithInitArgs",
+           "RayWorkerGroup", "create_colocated_worker_cls", "WorkerDiedError"]
