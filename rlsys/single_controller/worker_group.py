@@ -49,7 +49,7 @@ def _raise_from_ray(exc: Exception, where: str) -> None:
 
     if isinstance(exc, RayActorError):
         raise WorkerDiedError(f"{where}: the worker process died ({type(exc).__name__})") from exc
-    if isinstance(exc, GetTimeoutError):
+    if isinstance(exc, GetTimeoutError) and not isinstance(exc, RayTaskError):
         raise TimeoutError(f"{where}: no result within the group's call timeout") from exc
     if isinstance(exc, RayTaskError):
         cause = exc.cause

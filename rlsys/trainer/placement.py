@@ -61,9 +61,12 @@ def _role_classes(config, model_path: str, needs_ref: bool, needs_critic: bool) 
     return {role: RayClassWithInitArgs(cls, config, model_path) for role, cls in classes.items()}
 
 
-def _spawn(pool: RayResourcePool, roles: dict, prefix: str) -> tuple[dict, RayWorkerGroup]:
+def _spawn(config, pool: RayResourcePool, roles: dict, prefix: str) -> tuple[dict, RayWorkerGroup]:
     worker_dict_cls = create_colocated_worker_cls(roles)
-    wg = RayWorkerGroup(pool, RayClassWithInitArgs(worker_dict_cls), name_prefix=prefix)
+    # Threaded actors: in colocate, the actor role's weight sync calls the rollout role of
+    # the same process through Ray while its own call is still running.
+    spec = RayClassWithInitArgs(worker_dict_cls).update_options({"max_concurrency": 4})
+    wg = RayWorkerGroup(pool, spec, name_prefix=prefix, call_timeout_s=config.trainer.worker_timeout_s)
     return wg.spawn(prefix_set=set(roles)), wg
 
 
@@ -73,14 +76,14 @@ def build_role_groups(config, model_path: str, use_gpu: bool, needs_ref: bool, n
     nodes = config.trainer.nnodes
     if config.placement == "colocate":
         pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="colocate")
-        views, wg = _spawn(pool, roles, "colocate")
+        views, wg = _spawn(config, pool, roles, "colocate")
         groups = [wg]
     else:
         rollout_role = {"rollout": roles.pop("rollout")}
         train_pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="train")
         rollout_pool = RayResourcePool([rollout_ranks] * nodes, use_gpu=use_gpu, name_prefix="rollout")
-        views, train_wg = _spawn(train_pool, roles, "train")
-        rollout_views, rollout_wg = _spawn(rollout_pool, rollout_role, "rollout")
+        views, train_wg = _spawn(config, train_pool, roles, "train")
+        rollout_views, rollout_wg = _spawn(config, rollout_pool, rollout_role, "rollout")
         views.update(rollout_views)
         groups = [train_wg, rollout_wg]
     return RoleGroups(

@@ -1,0 +1,132 @@
+"""Rollout role: owns one generation engine (vLLM by default, transformers `generate` as
+`rollout.name=hf`) and turns a DataProto of prompts into a DataProto of sampled responses.
+
+With tensor parallelism t, every t-th rank of the group leads one engine that spans its t
+devices; the other ranks hold none and receive no prompts (see `dispatch_to_engines`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from rlsys.protocol import DataProto
+from rlsys.single_controller import Dispatch, Worker, register
+from rlsys.workers import model_utils
+
+
+def left_pad_to(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
+    """Left-pad dim 1 of `t` to `length` (rollout chunks must share the prompt width to concat)."""
+    missing = length - t.shape[1]
+    if missing < 0:
+        raise ValueError(f"prompt width {t.shape[1]} exceeds data.max_prompt_length={length}")
+    return torch.nn.functional.pad(t, (missing, 0), value=value) if missing else t
+
+
+class RolloutWorker(Worker):
+    def __init__(self, config, model_path: str):
+        super().__init__()
+        self.config = config
+        self.model_path = model_path
+        self.engine = None
+
+    @property
+    def tp_size(self) -> int:
+        return self.config.rollout.tensor_parallel_size
+
+    @property
+    def leads_engine(self) -> bool:
+        return self.rank % self.tp_size == 0
+
+    @property
+    def engine_index(self) -> int:
+        return self.rank // self.tp_size
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_engine(self) -> None:
+        cfg = self.config
+        self.device = model_utils.resolve_device(cfg.trainer.device)
+        if not self.leads_engine:
+            return
+        dtype = model_utils.resolve_dtype(cfg.model.dtype, self.device)
+        if cfg.rollout.name == "hf":
+            from rlsys.rollout.hf_engine import HFEngine
+
+            self.engine = HFEngine.from_pretrained(self.model_path, dtype=dtype, device=str(self.device))
+            return
+        from rlsys.rollout.vllm_engine import VLLMEngine
+
+        sleep = self.device.type == "cuda" and cfg.placement == "colocate" and cfg.rollout.free_cache_engine
+        self.engine = VLLMEngine(
+            self.model_path, dtype=str(dtype).removeprefix("torch."),
+            tensor_parallel_size=self.tp_size, max_model_len=cfg.rollout.max_model_len,
+            seed=cfg.trainer.seed + self.engine_index, enforce_eager=cfg.rollout.enforce_eager,
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_sleep_mode=sleep,
+            kv_cache_space_gb=cfg.rollout.kv_cache_space_gb,
+        )
+        self.sleeping = False
+        if sleep:
+            self.release_memory()
+
+    def _sampling(self, validate: bool) -> dict:
+        r = self.config.rollout
+        return {
+            "n": r.val_n if validate else r.n,
+            "temperature": r.val_temperature if validate else r.temperature,
+            "top_p": 1.0 if validate else r.top_p,
+            "top_k": -1 if validate else r.top_k,
+            "max_tokens": self.config.data.max_response_length,
+            "logprobs": True,
+        }
+
+    @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        """prompts: `prompt_ids`/`prompt_mask` (batch, P) -> rollout tensors, n rows per prompt."""
+        if self.engine is None:
+            raise RuntimeError(f"rollout rank {self.rank} leads no engine (tensor_parallel_size={self.tp_size})")
+        ids, mask = prompts.batch["prompt_ids"], prompts.batch["prompt_mask"]
+        prompt_lists = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+        self.wake_for_generation()
+        out = self.engine.generate(prompt_lists, self._sampling(bool(prompts.meta_info.get("validate"))))
+        self.release_memory()
+        width = self.config.data.max_prompt_length
+        pad = self.engine.pad_token_id
+        out["prompts"] = left_pad_to(out["prompts"], width, pad)
+        out["input_ids"] = left_pad_to(out["input_ids"], width + out["responses"].shape[1], pad)
+        out["attention_mask"] = left_pad_to(out["attention_mask"], out["input_ids"].shape[1], 0)
+        out["position_ids"] = (out["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        return DataProto.from_dict(out)
+
+    # ---- sleep mode (GPU colocate): free the KV cache while the actor trains ------------
+    def release_memory(self) -> None:
+        if getattr(self, "sleeping", True) or not hasattr(self.engine, "sleep"):
+            return
+        if self.device.type == "cuda" and self.config.placement == "colocate" and self.config.rollout.free_cache_engine:
+            self.engine.sleep(level=1)
+            self.sleeping = True
+
+    def wake_for_generation(self) -> None:
+        if getattr(self, "sleeping", False):
+            self.engine.wake_up()
+            self.sleeping = False
+
+    # ---- weight sync: receiver calls run on every vLLM worker of this engine ------------
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def call_engine_workers(self, method: str, *args):
+        """Run a `WeightSyncExtension` method on this engine's workers; [] on non-leader ranks.
+
+        Broadcast groups span all engines, so each engine's ranks are offset by its index.
+        """
+        if self.engine is None:
+            return []
+        if method == "rlsys_init_group":
+            transport, info = args
+            info = dict(info, rank_offset=info["rank_offset"] + self.engine_index * self.tp_size)
+            args = (transport, info)
+        if method == "rlsys_receive" and getattr(self, "sleeping", False):
+            self.engine.wake_up(tags=["weights"])
+        result = self.engine.call_workers(method, *args)
+        if method == "rlsys_receive":
+            self.engine.after_weight_sync()
+        return result
