@@ -25,6 +25,13 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: str = "arithmetic"  # built-in synthetic task used when no files are given
+    # verl's layout: parquet/jsonl with `prompt` (chat messages), `data_source`,
+    # `reward_model.ground_truth`, `extra_info`; one path or a list.
+    train_files: Optional[Any] = None
+    val_files: Optional[Any] = None
+    prompt_key: str = "prompt"
+    apply_chat_template: bool = True
+    truncation: str = "filter"  # filter | truncate | error: prompts over max_prompt_length
     train_batch_size: int = 32  # prompts per step
     val_size: int = 128
     train_size: int = 4096
@@ -115,6 +122,8 @@ class WeightSyncConfig:
 @dataclass
 class RewardConfig:
     fn: Optional[str] = None  # "package.module:function" or "path/to/file.py:function"
+    on_error: str = "raise"  # raise | zero: what a reward function that raises does to the run
+    format_score: float = 0.0  # partial credit for a well-formed but wrong answer (math verifiers)
 
 
 @dataclass

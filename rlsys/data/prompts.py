@@ -1,8 +1,9 @@
 """Prompt datasets and a seeded, shuffling loader that yields DataProto batches.
 
-A row is {"prompt": str, "ground_truth": str, "data_source": str}. Batches hold
-`prompt_ids` / `prompt_mask` (batch, max_prompt_length), left-padded, plus non-tensor
-`uid`, `ground_truth`, `data_source`. The loader's position is a small dict that can be
+A row is {"prompt": str, "ground_truth": str, "data_source": str} and optionally
+"extra_info": dict. Batches hold `prompt_ids` / `prompt_mask` (batch, max_prompt_length),
+left-padded, plus non-tensor `uid`, `ground_truth`, `data_source` (and `extra_info`, {} for
+rows without one, when any row has it). The loader's position is a small dict that can be
 saved and restored, so a resumed run sees the same batches.
 """
 
@@ -28,14 +29,17 @@ def tokenize_prompts(rows: list[dict], tokenizer, max_prompt_length: int, uid_of
         if seq:
             prompt_ids[i, -len(seq):] = torch.tensor(seq)
             prompt_mask[i, -len(seq):] = 1
-    return DataProto.from_dict(
-        {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask},
-        non_tensors={
-            "uid": np.array([f"p{uid_offset + i}" for i in range(len(rows))], dtype=object),
-            "ground_truth": np.array([r["ground_truth"] for r in rows], dtype=object),
-            "data_source": np.array([r["data_source"] for r in rows], dtype=object),
-        },
-    )
+    non_tensors = {
+        "uid": np.array([f"p{uid_offset + i}" for i in range(len(rows))], dtype=object),
+        "ground_truth": np.array([r["ground_truth"] for r in rows], dtype=object),
+        "data_source": np.array([r["data_source"] for r in rows], dtype=object),
+    }
+    if any("extra_info" in r for r in rows):
+        extra_info = np.empty(len(rows), dtype=object)  # 1-D whatever the values hold
+        for i, r in enumerate(rows):
+            extra_info[i] = r.get("extra_info") or {}
+        non_tensors["extra_info"] = extra_info
+    return DataProto.from_dict({"prompt_ids": prompt_ids, "prompt_mask": prompt_mask}, non_tensors=non_tensors)
 
 
 class PromptLoader:

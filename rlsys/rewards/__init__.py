@@ -2,43 +2,20 @@
 
 A reward function is a plain callable
     fn(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None) -> float
-(verl's signature). `reward.fn` names one as `package.module:function` or `path/to/file.py:function`.
+(verl's signature). `reward.fn` names one as `package.module:function` or `path/to/file.py:function`;
+unset, the built-in verifiers are used (`rlsys.rewards.builtin`: arithmetic, GSM8K `####`,
+MATH `\\boxed{}`). `make_reward_fn` wraps one into a batch scorer with the `reward.on_error` policy.
+
+    score_batch = make_reward_fn(config.reward.fn, config.reward.on_error, config.reward.format_score)
+    scores, errors = score_batch(data_sources, texts, ground_truths, extra_infos)
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from pathlib import Path
-from typing import Callable
+from rlsys.rewards.builtin import builtin_reward
+from rlsys.rewards.loading import RewardFn, load_reward_fn
+from rlsys.rewards.scoring import RewardScoringError, ScoreBatch, make_reward_fn
 
-RewardFn = Callable[..., float]
+_builtin = builtin_reward  # the dispatcher's former name
 
-
-def _builtin(data_source: str, solution_str: str, ground_truth: str, extra_info=None) -> float:
-    if data_source == "arithmetic":
-        from rlsys.tasks.arithmetic import arithmetic_reward
-
-        return arithmetic_reward(solution_str, ground_truth)
-    raise ValueError(f"no built-in reward for data_source={data_source!r}; set reward.fn=package.module:function")
-
-
-def load_reward_fn(spec: str | None) -> RewardFn:
-    """Resolve `reward.fn`; None gives the built-in verifiers keyed by data_source."""
-    if not spec:
-        return _builtin
-    if ":" not in spec:
-        raise ValueError(f"reward.fn={spec!r}: expected 'package.module:function' or 'file.py:function'")
-    target, fn_name = spec.rsplit(":", 1)
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.exists():
-            raise ValueError(f"reward.fn={spec!r}: file {path} does not exist")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    if not hasattr(module, fn_name):
-        raise ValueError(f"reward.fn={spec!r}: {target} has no function {fn_name!r}")
-    return getattr(module, fn_name)
+__all__ = ["RewardFn", "RewardScoringError", "ScoreBatch", "builtin_reward", "load_reward_fn", "make_reward_fn"]

@@ -69,7 +69,7 @@ def launch(config, run_dir: Path) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_rows, val_rows = load_task_rows(config)
+    train_rows, val_rows = load_task_rows(config, tokenizer)
     loader = PromptLoader(train_rows, tokenizer, config.data.train_batch_size, config.data.max_prompt_length,
                           config.trainer.seed)
     val_batch = tokenize_prompts(val_rows, tokenizer, config.data.max_prompt_length)

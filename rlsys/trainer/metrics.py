@@ -35,6 +35,8 @@ def compute_data_metrics(batch: DataProto, use_critic: bool) -> dict[str, float]
         "response_length/clip_ratio": float((lengths == mask.shape[1]).float().mean()),
         "prompt_length/mean": float(b["attention_mask"][:, : -mask.shape[1]].sum(-1).float().mean()),
     }
+    if "reward_errors" in b.keys():
+        metrics["reward/num_errors"] = float(b["reward_errors"].sum())
     if use_critic:
         metrics["critic/values/mean"] = _masked_mean(b["values"], mask)
     return metrics

@@ -1,7 +1,9 @@
 """Reward role: decodes responses and scores them with a rule-based reward function.
 
 Outputs `token_level_scores` (batch, response_length) with the sequence score on the last
-response token, and `scores` (batch,).
+response token, `scores` (batch,), `reward_errors` (batch,) (1.0 where the reward function
+failed and `reward.on_error=zero` scored the sample 0), and `meta_info["metrics"]` with
+`reward/num_errors` for this rank's samples.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ import torch
 
 from rlsys.algorithms import scores_to_token_level
 from rlsys.protocol import DataProto
-from rlsys.rewards import load_reward_fn
+from rlsys.rewards import RewardScoringError, make_reward_fn
 from rlsys.single_controller import Dispatch, Worker, register
 
-
-class RewardScoringError(RuntimeError):
-    """A reward function raised on a sample; the message names the sample and the cause."""
+__all__ = ["RewardScoringError", "RewardWorker"]
 
 
 class RewardWorker(Worker):
@@ -24,7 +24,7 @@ class RewardWorker(Worker):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.reward_fn = load_reward_fn(config.reward.fn)
+        self.score_batch = make_reward_fn(config.reward.fn, config.reward.on_error, config.reward.format_score)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_score(self, data: DataProto) -> DataProto:
@@ -33,19 +33,18 @@ class RewardWorker(Worker):
         texts = self.tokenizer.batch_decode(
             [r[m.bool()].tolist() for r, m in zip(responses, mask)], skip_special_tokens=True
         )
-        sources = data.non_tensor_batch["data_source"]
-        truths = data.non_tensor_batch["ground_truth"]
-        scores = []
-        for i, text in enumerate(texts):
-            try:
-                scores.append(float(self.reward_fn(sources[i], text, truths[i], None)))
-            except Exception as exc:
-                raise RewardScoringError(
-                    f"reward function failed on sample {i} of rank {self.rank} "
-                    f"(data_source={sources[i]!r}, response={text!r}, ground_truth={truths[i]!r}): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        non_tensors = data.non_tensor_batch
+        extra_infos = non_tensors["extra_info"] if "extra_info" in non_tensors else None
+        try:
+            scores, errors = self.score_batch(non_tensors["data_source"], texts, non_tensors["ground_truth"],
+                                              extra_infos)
+        except RewardScoringError as exc:
+            raise RewardScoringError(f"rank {self.rank}: {exc}") from exc.__cause__
         scores_t = torch.tensor(scores, dtype=torch.float32)
+        error_flags = torch.zeros(len(texts), dtype=torch.float32)
+        error_flags[[e["index"] for e in errors]] = 1.0
         return DataProto.from_dict(
-            {"token_level_scores": scores_to_token_level(scores_t, mask), "scores": scores_t}
+            {"token_level_scores": scores_to_token_level(scores_t, mask), "scores": scores_t,
+             "reward_errors": error_flags},
+            meta_info={"metrics": {"reward/num_errors": len(errors)}},
         )

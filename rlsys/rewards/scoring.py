@@ -1,0 +1,99 @@
+"""Batch scoring around a per-sample reward function, with the `reward.on_error` policy.
+
+    score_batch = make_reward_fn(None, on_error="zero", format_score=0.1)
+    scores, errors = score_batch(["gsm8k"], ["#### 3"], ["3"], [None])   # [1.0], []
+
+A reward function that raises (or returns something that is not a finite number) on a sample
+either stops the run with `RewardScoringError` naming the sample ("raise"), or scores that
+sample 0.0 and records it in `errors` ("zero"); the reward worker reports `len(errors)` as
+the metric `reward/num_errors`. A function may return a float or, as verl allows, a dict with
+a "score" entry. `format_score` is passed to functions that take a `format_score` argument
+(the built-in verifiers do); others ignore it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import Callable, Sequence
+
+from rlsys.rewards.loading import load_reward_fn
+
+ON_ERROR_CHOICES = ("raise", "zero")
+_MAX_SHOWN_CHARS = 400  # longer responses are shortened in error messages
+
+ScoreBatch = Callable[..., tuple[list[float], list[dict]]]
+
+
+class RewardScoringError(RuntimeError):
+    """A reward function raised on a sample; the message names the sample and the cause."""
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= _MAX_SHOWN_CHARS:
+        return text
+    half = _MAX_SHOWN_CHARS // 2
+    return f"{text[:half]}...[{len(text) - 2 * half} chars]...{text[-half:]}"
+
+
+def _accepts_format_score(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins / C callables without a signature
+        return False
+    return "format_score" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _as_score(result) -> float:
+    """A reward function's return value as a finite float; TypeError/ValueError otherwise."""
+    if isinstance(result, dict):
+        if "score" not in result:
+            raise TypeError(f"returned a dict without a 'score' entry (keys {sorted(result)})")
+        result = result["score"]
+    if isinstance(result, (str, bytes)) or result is None:
+        raise TypeError(f"returned {result!r}, not a number")
+    value = float(result)
+    if not math.isfinite(value):
+        raise ValueError(f"returned a non-finite score {value}")
+    return value
+
+
+def make_reward_fn(fn_spec: str | None, on_error: str = "raise", format_score: float = 0.0) -> ScoreBatch:
+    """`score_batch(data_sources, texts, ground_truths, extra_infos) -> (scores, errors)`.
+
+    `fn_spec` is `reward.fn` (None: built-in verifiers by data_source); `extra_infos` may be
+    None (every sample gets None). Each error is a dict with keys index, data_source,
+    response, ground_truth, error ("ExceptionType: message").
+    """
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"reward.on_error={on_error!r}: expected one of {ON_ERROR_CHOICES}")
+    fn = load_reward_fn(fn_spec)
+    name = fn_spec or "built-in"
+    if _accepts_format_score(fn):
+        fn = functools.partial(fn, format_score=format_score)
+
+    def score_batch(data_sources: Sequence, texts: Sequence[str], ground_truths: Sequence,
+                    extra_infos: Sequence | None = None) -> tuple[list[float], list[dict]]:
+        if not len(data_sources) == len(texts) == len(ground_truths):
+            raise ValueError(f"score_batch: {len(data_sources)} data_sources, {len(texts)} texts, "
+                             f"{len(ground_truths)} ground_truths")
+        scores, errors = [], []
+        for i, text in enumerate(texts):
+            extra = None if extra_infos is None else extra_infos[i]
+            try:
+                scores.append(_as_score(fn(data_sources[i], text, ground_truths[i], extra)))
+            except Exception as exc:  # noqa: BLE001 -- any failure of user code is reported per sample
+                cause = f"{type(exc).__name__}: {exc}"
+                if on_error == "raise":
+                    raise RewardScoringError(
+                        f"reward function {name} failed on sample {i} (data_source={data_sources[i]!r}, "
+                        f"response={_shorten(str(text))!r}, ground_truth={ground_truths[i]!r}): {cause}; "
+                        "set reward.on_error=zero to score such samples 0 and count them"
+                    ) from exc
+                scores.append(0.0)
+                errors.append({"index": i, "data_source": data_sources[i], "response": text,
+                               "ground_truth": ground_truths[i], "error": cause})
+        return scores, errors
+
+    return score_batch
