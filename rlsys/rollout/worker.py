@@ -88,7 +88,10 @@ class RolloutWorker(Worker):
         ids, mask = prompts.batch["prompt_ids"], prompts.batch["prompt_mask"]
         prompt_lists = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
         self.wake_for_generation()
-        out = self.engine.generate(prompt_lists, self._sampling(bool(prompts.meta_info.get("validate"))))
+        sampling = self._sampling(bool(prompts.meta_info.get("validate")))
+        if prompts.meta_info.get("seed") is not None:  # per-step seeds: runs replay exactly
+            sampling["seed"] = int(prompts.meta_info["seed"]) + self.engine_index * 1_000_003
+        out = self.engine.generate(prompt_lists, sampling)
         self.release_memory()
         width = self.config.data.max_prompt_length
         pad = self.engine.pad_token_id

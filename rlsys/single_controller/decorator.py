@@ -4,10 +4,14 @@
         @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
         def compute_log_prob(self, data: DataProto) -> DataProto: ...
 
+    actor_wg.compute_log_prob(batch)   # driver: batch split over the ranks, outputs concatenated
+
 `RayWorkerGroup` binds every registered method as a group method that runs
-dispatch_fn(group, *args, **kwargs) -> per-rank (args, kwargs), calls the ranks the execute
-mode names, and returns collect_fn(group, outputs). All functions here are pure, so they are
-tested without Ray.
+`dispatch_fn(group, *args, **kwargs) -> (per-rank args, per-rank kwargs)` (every value a list
+with one entry per rank), calls the ranks that the execute mode names, and returns
+`collect_fn(group, outputs)`. Before dispatch, the DataProto modes pad the batch to a
+multiple of the world size (`prepare_proto_args`); the group strips the padding from the result.
+Everything here is pure (the group is only asked for `world_size`), so it is tested without Ray.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable
 
 from rlsys.protocol import DataProto, DataProtoFuture, pad_dataproto_to_divisor, unpad_dataproto
 
@@ -23,13 +27,13 @@ MAGIC_ATTR = "_rlsys_register"
 
 
 class Dispatch(Enum):
-    ONE_TO_ALL = "one_to_all"
-    ALL_TO_ALL = "all_to_all"
-    RANK_ZERO = "rank_zero"
-    DP_COMPUTE = "dp_compute"
-    DP_COMPUTE_PROTO = "dp_compute_proto"
-    DP_COMPUTE_PROTO_WITH_FUNC = "dp_compute_proto_with_func"
-    DP_COMPUTE_METRIC = "dp_compute_metric"
+    ONE_TO_ALL = "one_to_all"            # same args to every rank -> list of outputs
+    ALL_TO_ALL = "all_to_all"            # every arg a per-rank list -> list of outputs
+    RANK_ZERO = "rank_zero"              # only rank 0 runs -> its output
+    DP_COMPUTE = "dp_compute"            # every arg a per-rank list (data parallel) -> list
+    DP_COMPUTE_PROTO = "dp_compute_proto"  # DataProtos chunked by rank -> concatenated DataProto
+    DP_COMPUTE_PROTO_WITH_FUNC = "dp_compute_proto_with_func"  # fn broadcast, DataProtos chunked
+    DP_COMPUTE_METRIC = "dp_compute_metric"  # DataProtos chunked -> list of per-rank outputs
 
 
 class Execute(Enum):
@@ -38,17 +42,24 @@ class Execute(Enum):
 
 
 def register(dispatch_mode=Dispatch.ALL_TO_ALL, execute_mode=Execute.ALL, blocking: bool = True):
-    """Mark a worker method for binding on the group; works on plain and `async def` methods."""
-    if not isinstance(dispatch_mode, (Dispatch, dict)):
+    """Mark a worker method for binding on its group; works on plain and `async def` methods.
+
+    `dispatch_mode` is a `Dispatch` or `{"dispatch_fn": f, "collect_fn": g}` with
+    `f(group, *args, **kwargs) -> (args, kwargs)` and `g(group, outputs) -> result`.
+    With `blocking=False` the group method returns a `DataProtoFuture` for the
+    DP_COMPUTE_PROTO modes and a list of Ray ObjectRefs (one per called rank) otherwise.
+    """
+    if isinstance(dispatch_mode, dict):
+        if set(dispatch_mode) != {"dispatch_fn", "collect_fn"} or not all(map(callable, dispatch_mode.values())):
+            raise ValueError("register: a custom dispatch_mode must be {'dispatch_fn': f, 'collect_fn': g} "
+                             f"with callables, got keys {sorted(dispatch_mode)}")
+    elif not isinstance(dispatch_mode, Dispatch):
         raise ValueError(f"register: dispatch_mode must be a Dispatch or a dict, got {dispatch_mode!r}")
-    if isinstance(dispatch_mode, dict) and set(dispatch_mode) != {"dispatch_fn", "collect_fn"}:
-        raise ValueError(f"register: a custom dispatch_mode needs exactly 'dispatch_fn' and 'collect_fn', "
-                         f"got {sorted(dispatch_mode)}")
     if not isinstance(execute_mode, Execute):
         raise ValueError(f"register: execute_mode must be an Execute, got {execute_mode!r}")
+    attrs = {"dispatch_mode": dispatch_mode, "execute_mode": execute_mode, "blocking": bool(blocking)}
 
     def decorator(fn: Callable) -> Callable:
-        attrs = {"dispatch_mode": dispatch_mode, "execute_mode": execute_mode, "blocking": blocking}
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def inner(*args, **kwargs):
@@ -63,121 +74,132 @@ def register(dispatch_mode=Dispatch.ALL_TO_ALL, execute_mode=Execute.ALL, blocki
     return decorator
 
 
-def registered_attrs(fn: Callable) -> dict | None:
-    return getattr(fn, MAGIC_ATTR, None)
+def registered_methods(cls: type) -> dict[str, dict]:
+    """{method name: register attrs} for every `@register`-ed method of `cls` and its bases."""
+    out = {}
+    for name in dir(cls):
+        attrs = getattr(getattr(cls, name, None), MAGIC_ATTR, None)
+        if attrs is not None:
+            out[name] = attrs
+    return out
 
 
-# ---- dispatch functions: (group, args, kwargs) -> (per-rank args, per-rank kwargs) ----------
-# Every returned arg / kwarg value is a list with one entry per rank.
+# ---- dispatch functions: (group, *args, **kwargs) -> (per-rank args, per-rank kwargs) ----
 
-def _broadcast(wg, *args, _method="method", **kwargs):
+def _named_values(args, kwargs):
+    return [(f"argument {i}", a) for i, a in enumerate(args)] + [(f"argument {k!r}", v) for k, v in kwargs.items()]
+
+
+def dispatch_one_to_all(wg, *args, **kwargs):
     n = wg.world_size
     return tuple([a] * n for a in args), {k: [v] * n for k, v in kwargs.items()}
 
 
-def _check_per_rank_lists(wg, method: str, args, kwargs, what: str):
+def dispatch_rank_zero(wg, *args, **kwargs):
+    return tuple([a] for a in args), {k: [v] for k, v in kwargs.items()}
+
+
+def dispatch_all_to_all(wg, *args, **kwargs):
+    """Every argument must already be a list (or tuple) with one entry per rank."""
     n = wg.world_size
-    for name, value in [(f"argument {i}", a) for i, a in enumerate(args)] + list(kwargs.items()):
-        if not isinstance(value, (list, tuple)) or len(value) != n:
-            got = f"a {type(value).__name__} of length {len(value)}" if isinstance(value, (list, tuple)) else type(value).__name__
-            raise ValueError(f"{method}: {what} needs {name} to be a list with one entry per rank "
-                             f"({n} ranks), got {got}")
+    for name, value in _named_values(args, kwargs):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list with one entry per rank ({n} ranks), got {type(value).__name__}")
+        if len(value) != n:
+            raise ValueError(f"{name} must be a list with one entry per rank ({n} ranks), got length {len(value)}")
     return tuple(list(a) for a in args), {k: list(v) for k, v in kwargs.items()}
 
 
-def dispatch_all_to_all(wg, *args, _method="method", **kwargs):
-    return _check_per_rank_lists(wg, _method, args, kwargs, "Dispatch.ALL_TO_ALL")
+dispatch_dp_compute = dispatch_all_to_all
 
 
-def dispatch_dp_compute(wg, *args, _method="method", **kwargs):
-    return _check_per_rank_lists(wg, _method, args, kwargs, "Dispatch.DP_COMPUTE")
-
-
-def _split_protos(wg, method: str, args, kwargs):
-    """Chunk every DataProto(Future) argument by world size, padding when it does not divide."""
+def _check_protos(wg, args, kwargs) -> None:
     n = wg.world_size
-    pad_size = None
-
-    def split(name, value):
-        nonlocal pad_size
-        if isinstance(value, DataProtoFuture):
-            value = value.get()
+    for name, value in _named_values(args, kwargs):
         if not isinstance(value, DataProto):
-            raise ValueError(f"{method}: Dispatch.DP_COMPUTE_PROTO needs {name} to be a DataProto, "
-                             f"got {type(value).__name__}")
-        value, pad = pad_dataproto_to_divisor(value, n)
-        if pad_size is not None and pad != pad_size:
-            raise ValueError(f"{method}: DataProto arguments have different batch sizes")
-        pad_size = pad
-        return value.chunk(n)
-
-    split_args = tuple(split(f"argument {i}", a) for i, a in enumerate(args))
-    split_kwargs = {k: split(k, v) for k, v in kwargs.items()}
-    return split_args, split_kwargs, pad_size or 0
+            raise ValueError(f"{name} must be a DataProto (or DataProtoFuture), got {type(value).__name__}")
+        if len(value) % n:
+            raise ValueError(f"{name} has {len(value)} rows, not divisible by the {n} ranks")
 
 
-def dispatch_dp_compute_proto(wg, *args, _method="method", **kwargs):
-    split_args, split_kwargs, pad = _split_protos(wg, _method, args, kwargs)
-    split_kwargs["_pad_size"] = pad  # taken out by the group before the call, passed to collect
-    return split_args, split_kwargs
+def dispatch_dp_compute_proto(wg, *args, **kwargs):
+    """Chunk every DataProto argument into `world_size` equal, ordered parts."""
+    _check_protos(wg, args, kwargs)
+    n = wg.world_size
+    return tuple(a.chunk(n) for a in args), {k: v.chunk(n) for k, v in kwargs.items()}
 
 
-def dispatch_dp_compute_proto_with_func(wg, fn, *args, _method="method", **kwargs):
+def dispatch_dp_compute_proto_with_func(wg, fn, *args, **kwargs):
+    """Broadcast `fn` (the first argument) and chunk the DataProto arguments after it."""
     if not callable(fn):
-        raise ValueError(f"{_method}: Dispatch.DP_COMPUTE_PROTO_WITH_FUNC needs a function first, got {type(fn).__name__}")
-    split_args, split_kwargs, pad = _split_protos(wg, _method, args, kwargs)
-    split_kwargs["_pad_size"] = pad
+        raise ValueError(f"argument 0 must be a function to broadcast, got {type(fn).__name__}")
+    split_args, split_kwargs = dispatch_dp_compute_proto(wg, *args, **kwargs)
     return ([fn] * wg.world_size,) + split_args, split_kwargs
 
 
 # ---- collect functions: (group, outputs) -> result ---------------------------------------
 
-def collect_list(wg, outputs):
+def collect_list(wg, outputs: list) -> list:
     return list(outputs)
 
 
-def collect_rank_zero(wg, outputs):
+def collect_rank_zero(wg, outputs: list) -> Any:
     return outputs[0]
 
 
-def collect_dp_compute_proto(wg, outputs, pad_size: int = 0):
+def collect_dp_compute_proto(wg, outputs: list) -> DataProto:
     for rank, out in enumerate(outputs):
         if not isinstance(out, DataProto):
-            raise TypeError(f"Dispatch.DP_COMPUTE_PROTO expects a DataProto from every rank; "
-                            f"rank {rank} returned {type(out).__name__}")
-    return unpad_dataproto(DataProto.concat(list(outputs)), pad_size)
+            raise TypeError(f"a DP_COMPUTE_PROTO method must return a DataProto; rank {rank} "
+                            f"returned {type(out).__name__}")
+    return DataProto.concat(list(outputs))
 
 
-def _rank_zero_args(wg, *args, _method="method", **kwargs):
-    return tuple([a] for a in args), {k: [v] for k, v in kwargs.items()}
-
-
-PREDEFINED = {
-    Dispatch.ONE_TO_ALL: (_broadcast, collect_list),
+DISPATCH_FNS: dict[Dispatch, tuple[Callable, Callable]] = {
+    Dispatch.ONE_TO_ALL: (dispatch_one_to_all, collect_list),
     Dispatch.ALL_TO_ALL: (dispatch_all_to_all, collect_list),
-    Dispatch.RANK_ZERO: (_rank_zero_args, collect_rank_zero),
+    Dispatch.RANK_ZERO: (dispatch_rank_zero, collect_rank_zero),
     Dispatch.DP_COMPUTE: (dispatch_dp_compute, collect_list),
     Dispatch.DP_COMPUTE_PROTO: (dispatch_dp_compute_proto, collect_dp_compute_proto),
     Dispatch.DP_COMPUTE_PROTO_WITH_FUNC: (dispatch_dp_compute_proto_with_func, collect_dp_compute_proto),
     Dispatch.DP_COMPUTE_METRIC: (dispatch_dp_compute_proto, collect_list),
 }
+PROTO_INPUT_MODES = (Dispatch.DP_COMPUTE_PROTO, Dispatch.DP_COMPUTE_PROTO_WITH_FUNC, Dispatch.DP_COMPUTE_METRIC)
+AUTO_PAD_MODES = (Dispatch.DP_COMPUTE_PROTO, Dispatch.DP_COMPUTE_PROTO_WITH_FUNC)
 
 
-def get_dispatch_fns(dispatch_mode) -> tuple[Callable, Callable, bool]:
-    """Returns (dispatch_fn, collect_fn, is_builtin). Custom fns take (group, *args, **kwargs)."""
+def resolve_dispatch_mode(dispatch_mode) -> tuple[Callable, Callable]:
+    """(dispatch_fn, collect_fn) of a Dispatch member or a custom {"dispatch_fn", "collect_fn"} dict."""
     if isinstance(dispatch_mode, dict):
-        return dispatch_mode["dispatch_fn"], dispatch_mode["collect_fn"], False
-    dispatch_fn, collect_fn = PREDEFINED[dispatch_mode]
-    return dispatch_fn, collect_fn, True
+        return dispatch_mode["dispatch_fn"], dispatch_mode["collect_fn"]
+    return DISPATCH_FNS[dispatch_mode]
 
 
-def returns_dataproto(dispatch_mode) -> bool:
-    return dispatch_mode in (Dispatch.DP_COMPUTE_PROTO, Dispatch.DP_COMPUTE_PROTO_WITH_FUNC)
+def prepare_proto_args(world_size: int, args: tuple, kwargs: dict, skip_first: bool = False, pad: bool = True):
+    """Resolve DataProtoFuture args (on the driver) and pad DataProto args to a multiple of `world_size`.
+
+    Returns (args, kwargs, pad_size). Every DataProto arg must have the same number of rows,
+    N; with `pad`, `pad_size = (-N) % world_size` rows are appended (`pad_dataproto_to_divisor`).
+    With `skip_first` the first positional arg (the broadcast function) is left alone.
+    """
+    head, rest = (args[:1], args[1:]) if skip_first else ((), args)
+    rest = tuple(a.get() if isinstance(a, DataProtoFuture) else a for a in rest)
+    kwargs = {k: v.get() if isinstance(v, DataProtoFuture) else v for k, v in kwargs.items()}
+    sizes = {}
+    for name, value in _named_values(rest, kwargs):
+        if not isinstance(value, DataProto):
+            raise ValueError(f"{name} must be a DataProto (or DataProtoFuture), got {type(value).__name__}")
+        sizes[name] = len(value)
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"DataProto arguments must have the same number of rows, got {sizes}")
+    num_rows = next(iter(sizes.values()), 0)
+    pad_size = (-num_rows) % world_size if pad else 0
+    if pad_size:
+        rest = tuple(pad_dataproto_to_divisor(a, world_size)[0] for a in rest)
+        kwargs = {k: pad_dataproto_to_divisor(v, world_size)[0] for k, v in kwargs.items()}
+    return head + rest, kwargs, pad_size
 
 
-def call_dispatch(dispatch_mode, wg, method: str, args, kwargs) -> tuple[tuple, dict]:
-    dispatch_fn, _, builtin = get_dispatch_fns(dispatch_mode)
-    if builtin:
-        return dispatch_fn(wg, *args, _method=method, **kwargs)
-    return dispatch_fn(wg, *args, **kwargs)
-
+def unpad_output(output: Any, pad_size: int) -> Any:
+    """Strip the `pad_size` trailing rows that `prepare_proto_args` added."""
+    return unpad_dataproto(output, pad_size) if pad_size else output

@@ -1,57 +1,81 @@
 """RayResourcePool: one STRICT_PACK placement group per node, one bundle per worker process.
 
-A bundle is {"CPU": c, "GPU": 1} (no GPU key with use_gpu=False). `max_colocate_count`
-lets that many worker groups share each bundle: every actor then asks for 1/max_colocate_count
-of the bundle's GPU and CPU.
+    pool = RayResourcePool([4], use_gpu=False, num_cpus_per_worker=0.5)   # 4 workers on one node
+
+A bundle is {"CPU": num_cpus_per_worker, "GPU": 1} (no GPU key with use_gpu=False).
+`max_colocate_count = k` lets k worker groups share each bundle: every actor then asks for
+1/k of the bundle's GPU and CPU, so k groups fit exactly. CPU shares may be fractional
+(Ray accepts e.g. num_cpus=0.25), which is how 4+ workers fit on a 2-core machine.
+Placement groups are created on first use and must become ready within `pg_timeout_s`.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Optional
 
 
 class RayResourcePool:
     def __init__(self, process_on_nodes: list[int], use_gpu: bool = True, max_colocate_count: int = 1,
-                 name_prefix: Optional[str] = None, num_cpus_per_worker: float = 1, pg_timeout_s: float = 120.0):
-        if not process_on_nodes or any(n <= 0 for n in process_on_nodes):
-            raise ValueError(f"process_on_nodes={process_on_nodes}: every node needs at least one process")
-        if max_colocate_count < 1:
-            raise ValueError(f"max_colocate_count={max_colocate_count} must be >= 1")
-        self.process_on_nodes = list(process_on_nodes)
+                 name_prefix: Optional[str] = None, num_cpus_per_worker: float = 1,
+                 pg_timeout_s: float = 120.0):
+        if not process_on_nodes or any(int(n) != n or n <= 0 for n in process_on_nodes):
+            raise ValueError(f"process_on_nodes={process_on_nodes}: need a positive process count per node")
+        if int(max_colocate_count) != max_colocate_count or max_colocate_count < 1:
+            raise ValueError(f"max_colocate_count={max_colocate_count} must be an integer >= 1")
+        if num_cpus_per_worker <= 0:
+            raise ValueError(f"num_cpus_per_worker={num_cpus_per_worker} must be > 0")
+        self.process_on_nodes = [int(n) for n in process_on_nodes]
         self.use_gpu = use_gpu
-        self.max_colocate_count = max_colocate_count
-        self.name_prefix = name_prefix or "rlsys"
+        self.max_colocate_count = int(max_colocate_count)
+        self.name_prefix = name_prefix or f"pool_{uuid.uuid4().hex[:6]}"
         self.num_cpus_per_worker = num_cpus_per_worker
         self.pg_timeout_s = pg_timeout_s
-        self._pgs = None
+        self._pgs: Optional[list] = None
 
     @property
     def world_size(self) -> int:
         return sum(self.process_on_nodes)
 
     def bundle(self) -> dict:
-        b = {"CPU": self.num_cpus_per_worker}
+        """Resources of one bundle (one worker slot)."""
+        bundle = {"CPU": self.num_cpus_per_worker}
         if self.use_gpu:
-            b["GPU"] = 1
-        return b
+            bundle["GPU"] = 1
+        return bundle
 
     def actor_resources(self) -> dict:
+        """Ray actor options for one actor in a bundle: a 1/max_colocate_count share of it."""
         share = 1.0 / self.max_colocate_count
         return {"num_cpus": self.num_cpus_per_worker * share, "num_gpus": share if self.use_gpu else 0}
 
     def get_placement_groups(self) -> list:
+        """The placement groups, one per node, created and awaited on the first call."""
         if self._pgs is not None:
             return self._pgs
         import ray
-        from ray.util.placement_group import placement_group
+        from ray.util.placement_group import placement_group, remove_placement_group
 
         pgs = [placement_group([self.bundle()] * n, strategy="STRICT_PACK", name=f"{self.name_prefix}_pg_{i}")
                for i, n in enumerate(self.process_on_nodes)]
         ready, _ = ray.wait([pg.ready() for pg in pgs], num_returns=len(pgs), timeout=self.pg_timeout_s)
         if len(ready) != len(pgs):
+            for pg in pgs:  # do not leave pending groups behind to grab resources later
+                remove_placement_group(pg)
             raise RuntimeError(
-                f"resource pool {self.name_prefix!r}: placement groups of {self.process_on_nodes} bundles of "
-                f"{self.bundle()} not ready after {self.pg_timeout_s:.0f} s; cluster has {ray.available_resources()}"
+                f"resource pool {self.name_prefix!r}: could not reserve {self.process_on_nodes} bundles "
+                f"(per node, STRICT_PACK) of {self.bundle()} within {self.pg_timeout_s:g} s; "
+                f"the cluster has {ray.cluster_resources()} in total, {ray.available_resources()} free"
             )
         self._pgs = pgs
         return pgs
+
+    def remove_placement_groups(self) -> None:
+        """Release the reserved resources (kill the pool's worker groups first)."""
+        if self._pgs is None:
+            return
+        from ray.util.placement_group import remove_placement_group
+
+        for pg in self._pgs:
+            remove_placement_group(pg)
+        self._pgs = None

@@ -11,8 +11,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from rlsys.algorithms import get_kl_controller
@@ -38,8 +36,9 @@ class RLTrainer:
         self.val_history: list[tuple[int, float]] = []
 
     # ---- phases -------------------------------------------------------------------------
-    def generate(self, prompts: DataProto, validate: bool) -> DataProto:
+    def generate(self, prompts: DataProto, validate: bool, step: int = 0) -> DataProto:
         prompts.meta_info["validate"] = validate
+        prompts.meta_info["seed"] = self.config.trainer.seed * 7919 + step
         gen = self.roles.rollout.generate_sequences(prompts)
         n = self.config.rollout.val_n if validate else self.config.rollout.n
         return prompts.repeat(repeat_times=n, interleave=True).union(gen)
@@ -49,7 +48,17 @@ class RLTrainer:
         scores = self.roles.reward.compute_score(batch).batch["scores"]
         score = float(scores.mean())
         self.val_history.append((step, score))
+        self.write_val_generations(step, batch, scores)
         return score
+
+    def write_val_generations(self, step: int, batch: DataProto, scores) -> None:
+        """The latest validation's responses (token ids) and scores, one JSON row each."""
+        responses, mask = batch.batch["responses"], batch.batch["response_mask"]
+        with open(self.run_dir / "val_generations.jsonl", "w") as f:
+            for i in range(len(batch)):
+                row = {"step": step, "uid": str(batch.non_tensor_batch["uid"][i]),
+                       "response_ids": responses[i][mask[i].bool()].tolist(), "score": float(scores[i])}
+                f.write(json.dumps(row) + "\n")
 
     def update_actor(self, batch: DataProto) -> dict:
         try:
@@ -63,7 +72,7 @@ class RLTrainer:
         with timer.phase("step"):
             prompts = self.train_loader.next_batch()
             with timer.phase("gen"):
-                batch = self.generate(prompts, validate=False)
+                batch = self.generate(prompts, validate=False, step=self.step)
             with timer.phase("reward"):
                 batch = batch.union(roles.reward.compute_score(batch))
             with timer.phase("old_log_prob"):

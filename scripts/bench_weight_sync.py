@@ -1,0 +1,335 @@
+"""Weight-sync benchmark: rlsys's bucketed sync vs its bandwidth ceiling vs the seed's loop.
+
+For random weights with the parameter names and shapes of a Qwen2 model (HF layout, bf16),
+sends everything into a real vLLM engine (dummy-initialised, same architecture) and prints,
+for each transport, in the same run:
+
+* `rlsys sync`: `make_sender(transport).sync(...)` end to end (pack, move, vLLM load);
+* the baseline of the same bytes: NCCL split -> one flat broadcast of all bytes over the
+  sender's own communicator; CUDA IPC colocate -> one device-to-device `copy_` of all bytes
+  on the sender's GPU; shm / gloo (CPU) -> one host memcpy of all bytes (gloo also gets an
+  info row with one flat gloo broadcast);
+* `seed loop`: the seed's per-parameter loop (vLLM's RLHF example): per parameter one RPC,
+  one transfer (broadcast / IPC handle / shm segment), one plain `load_weights`.
+
+Targets (issue): split >= 85% of the flat broadcast's GB/s; colocate <= 2x the device
+copy; on GPU both >= 10x faster than the seed's loop; on CPU shm and gloo >= 50% of memcpy.
+Placement on CUDA: sender tensors on GPU 0; the colocated engine (cuda_ipc) on GPU 0, the
+split engine (nccl) on GPU 1 (the engine core is spawned with CUDA_VISIBLE_DEVICES set to
+that GPU, after this process has initialised CUDA on GPU 0). On CPU one engine serves both.
+
+Run (CPU):  python scripts/bench_weight_sync.py --shape tiny,qwen2.5-0.5b --transport all
+Run (GPU, 2 GPUs):  python scripts/bench_weight_sync.py --shape qwen2.5-0.5b,qwen2.5-7b \
+                        --transport all --out results.json
+"""
+
+from __future__ import annotations
+
+import os
+
+for _key, _value in {"VLLM_USE_FLASHINFER_SAMPLER": "0", "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+                     "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                     "NVSHMEM_DISABLE_NVLS": "1", "VLLM_LOGGING_LEVEL": "WARNING"}.items():
+    os.environ.setdefault(_key, _value)
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rlsys.weight_sync import make_sender  # noqa: E402
+from rlsys.weight_sync import bench  # noqa: E402
+
+# Qwen2 configurations (HF config.json values of the released checkpoints).
+SHAPES = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True),
+    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, intermediate_size=4864,
+                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                         tie_word_embeddings=True),
+    "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, intermediate_size=18944,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                       tie_word_embeddings=False),
+}
+CPU_TRANSPORTS, GPU_TRANSPORTS = ("shm", "gloo"), ("cuda_ipc", "nccl")
+BASELINE_NAME = {"nccl": "flat NCCL broadcast (same communicator)", "cuda_ipc": "device copy (same GPU)",
+                 "shm": "memcpy (host)", "gloo": "memcpy (host)"}
+SEED_NAME = {"nccl": "seed loop: RPC + broadcast per param", "gloo": "seed loop: RPC + broadcast per param",
+             "cuda_ipc": "seed loop: RPC + IPC handle per param", "shm": "seed loop: RPC + shm segment per param"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="qwen2.5-0.5b", help=f"comma-separated, of {sorted(SHAPES)}")
+    p.add_argument("--transport", default="all", help="nccl|cuda_ipc|shm|gloo|all (comma-separated)")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--bucket-mb", type=float, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed-loop-limit", type=int, default=0,
+                   help="time only the first N parameters of the seed loop and extrapolate by bytes (0: all)")
+    p.add_argument("--seed-loop", choices=("plain", "sync"), default="plain",
+                   help="plain: the seed's receiver (plain load_weights); sync: rlsys sync() once per param")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.35)
+    p.add_argument("--no-verify", action="store_true", help="skip the verified warm-up sync")
+    p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    args = p.parse_args(argv)
+    args.shapes = [s.strip() for s in args.shape.split(",") if s.strip()]
+    for shape in args.shapes:
+        if shape not in SHAPES:
+            p.error(f"--shape {shape!r} unknown; choose from {sorted(SHAPES)}")
+    on_cuda = torch.cuda.is_available()
+    valid = GPU_TRANSPORTS if on_cuda else CPU_TRANSPORTS
+    args.transports = list(valid) if args.transport == "all" else args.transport.split(",")
+    for t in args.transports:
+        if t not in CPU_TRANSPORTS + GPU_TRANSPORTS:
+            p.error(f"--transport {t!r} unknown")
+        if t in GPU_TRANSPORTS and not on_cuda:
+            p.error(f"--transport {t} needs CUDA")
+    return args
+
+
+def machine_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor() or "cpu")
+    return f"{model}, {os.cpu_count()} cores (CPU)"
+
+
+def write_model_dir(shape: str, dtype: str, path: str):
+    """config.json only (weights come from load_format='dummy'); returns the config."""
+    from transformers import Qwen2Config
+
+    config = Qwen2Config(max_position_embeddings=32768, bos_token_id=1, eos_token_id=1,
+                         **SHAPES[shape])
+    config.save_pretrained(path)  # the engine's dtype is passed to vllm.LLM explicitly
+    return config
+
+
+def sender_tensors(config, dtype: torch.dtype, device: torch.device) -> list[tuple[str, torch.Tensor]]:
+    """Random tensors with the HF names and shapes (lm_head skipped when tied)."""
+    from transformers import Qwen2ForCausalLM
+
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    named = []
+    for name, param in model.named_parameters():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        named.append((name, torch.randn(tuple(param.shape), dtype=dtype, device=device)))
+    return named
+
+
+def engine_gpu(transport: str) -> int | None:
+    """Index (in this process's numbering) of the engine's GPU; None on CPU."""
+    if not torch.cuda.is_available():
+        return None
+    if transport in ("nccl", "gloo"):
+        if torch.cuda.device_count() < 2:
+            raise ValueError(f"transport {transport} (split) needs 2 GPUs; found {torch.cuda.device_count()}")
+        return 1
+    return 0
+
+
+def start_engine(model_dir: str, dtype: str, gpu: int | None, gpu_memory_utilization: float):
+    """A vllm.LLM with the bench extension; on CUDA the engine sees only GPU `gpu`."""
+    from vllm import LLM
+
+    from rlsys.rollout.vllm_engine import configure_cpu_env
+
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpu is None:
+        configure_cpu_env(1)
+    else:
+        torch.cuda.init()  # this process keeps seeing every GPU
+        ids = saved.split(",") if saved else [str(i) for i in range(torch.cuda.device_count())]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[gpu]
+    try:
+        return LLM(model=model_dir, dtype=dtype, load_format="dummy", skip_tokenizer_init=True,
+                   enforce_eager=True, max_model_len=256, seed=0,
+                   gpu_memory_utilization=gpu_memory_utilization,
+                   worker_extension_cls=bench.BENCH_EXTENSION_CLS)
+    finally:
+        if gpu is not None:
+            if saved is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+def shutdown_engine(llm) -> None:
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    del llm
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def measure(transport: str, named, call_receivers, args) -> dict[str, dict]:
+    """Timings (lists of seconds) of rlsys sync, baseline(s) and seed loop, interleaved per repeat."""
+    nbytes = sum(t.nbytes for _, t in named)
+    device = named[0][1].device
+    sender = make_sender(transport, bucket_size_mb=args.bucket_mb, verify=not args.no_verify, timeout_s=600)
+    sender.connect(call_receivers)
+    limit = args.seed_loop_limit or len(named)
+    seed_named = named[:limit]
+    seed_bytes = sum(t.nbytes for _, t in seed_named)
+    seed_fn = bench.seed_loop_s if args.seed_loop == "plain" else bench.per_param_sync_s
+    methods = {"rlsys sync": lambda: sender.sync(named, call_receivers).sync_s}
+    if transport == "nccl":
+        methods[BASELINE_NAME[transport]] = lambda: bench.flat_broadcast_s(sender, call_receivers, nbytes)
+    else:
+        methods[BASELINE_NAME[transport]] = lambda: bench.device_copy_s(nbytes, device)
+    if transport == "gloo":
+        methods["flat gloo broadcast (info)"] = lambda: bench.flat_broadcast_s(sender, call_receivers, nbytes)
+    methods[SEED_NAME[transport]] = lambda: seed_fn(sender, call_receivers, seed_named) * nbytes / seed_bytes
+    try:
+        report = sender.sync(named, call_receivers)  # warm-up, verified unless --no-verify
+        print(f"[{transport}] warm-up sync: {report.num_tensors} tensors, {report.num_bytes / 1e9:.3f} GB, "
+              f"{report.num_buckets} buckets, {report.sync_s:.3f} s (verify={sender.verify})", flush=True)
+        sender.verify = False
+        bench.device_copy_s(min(nbytes, 1 << 20), device)
+        seed_fn(sender, call_receivers, named[:2])  # warm the per-parameter paths
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        for repeat in range(args.repeats):
+            for method, fn in methods.items():
+                times[method].append(fn())
+                print(f"[{transport}] repeat {repeat}: {method}: {times[method][-1]:.4f} s", flush=True)
+    finally:
+        sender.close(call_receivers)
+    note = "" if limit >= len(named) else f"extrapolated by bytes from the first {limit} of {len(named)} params"
+    return {"times": times, "nbytes": nbytes, "seed_note": note}
+
+
+def target_check(transport: str, method: str, best: float, rlsys_best: float, base_best: float):
+    """(target text, 'PASS'|'FAIL'|'') for one row."""
+    if method == "rlsys sync":
+        if transport == "nccl":
+            return ">= 85% of flat-broadcast GB/s", "PASS" if base_best / best >= 0.85 else "FAIL"
+        if transport == "cuda_ipc":
+            return "<= 2x device-copy time", "PASS" if best <= 2 * base_best else "FAIL"
+        return ">= 50% of memcpy GB/s", "PASS" if base_best / best >= 0.5 else "FAIL"
+    if method.startswith("seed loop"):
+        speedup = f"rlsys {best / rlsys_best:.1f}x faster"
+        if transport in GPU_TRANSPORTS:
+            return f">= 10x faster ({speedup})", "PASS" if best >= 10 * rlsys_best else "FAIL"
+        return f"info ({speedup})", ""
+    return "", ""
+
+
+def rows_for(shape: str, transport: str, result: dict) -> list[dict]:
+    times, nbytes = result["times"], result["nbytes"]
+    rlsys_best, base_best = min(times["rlsys sync"]), min(times[BASELINE_NAME[transport]])
+    rows = []
+    for method, ts in times.items():
+        best = min(ts)
+        target, status = target_check(transport, method, best, rlsys_best, base_best)
+        rows.append({"shape": shape, "transport": transport, "bytes": nbytes, "method": method,
+                     "best_s": best, "median_s": statistics.median(ts), "gb_per_s": nbytes / best / 1e9,
+                     "ratio_vs_baseline": best / base_best, "target": target, "status": status,
+                     "note": result["seed_note"] if method.startswith("seed loop") else "",
+                     "repeats": len(ts)})
+    return rows
+
+
+def error_row(shape: str, transport: str, exc: BaseException) -> dict:
+    return {"shape": shape, "transport": transport, "bytes": 0, "method": "ERROR", "best_s": None,
+            "median_s": None, "gb_per_s": None, "ratio_vs_baseline": None, "target": "",
+            "status": "ERROR", "note": f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]}
+
+
+def run_shape(shape: str, args) -> list[dict]:
+    """Every requested transport for one shape; one engine per engine placement."""
+    dtype = getattr(torch, args.dtype)
+    rows: list[dict] = []
+    by_engine: dict[int | None, list[str]] = {}
+    for transport in args.transports:
+        try:
+            by_engine.setdefault(engine_gpu(transport), []).append(transport)
+        except ValueError as exc:
+            rows.append(error_row(shape, transport, exc))
+    with tempfile.TemporaryDirectory(prefix=f"rlsys_bench_{shape}_") as model_dir:
+        config = write_model_dir(shape, args.dtype, model_dir)
+        for gpu, transports in by_engine.items():
+            rows += run_engine(shape, config, model_dir, gpu, transports, dtype, args)
+    return rows
+
+
+def run_engine(shape, config, model_dir, gpu, transports, dtype, args) -> list[dict]:
+    rows = []
+    try:
+        start = time.perf_counter()
+        llm = start_engine(model_dir, args.dtype, gpu, args.gpu_memory_utilization)
+        print(f"[{shape}] engine on {'cpu' if gpu is None else f'GPU {gpu}'} started in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    except Exception as exc:
+        traceback.print_exc()
+        return [error_row(shape, t, exc) for t in transports]
+
+    def call_receivers(method, *call_args):
+        return llm.collective_rpc(method, args=call_args)
+
+    try:
+        for transport in transports:
+            device = torch.device("cuda", 0) if transport in GPU_TRANSPORTS else torch.device("cpu")
+            try:
+                if device.type == "cuda":
+                    torch.cuda.set_device(device)
+                named = sender_tensors(config, dtype, device)
+                rows += rows_for(shape, transport, measure(transport, named, call_receivers, args))
+            except Exception as exc:
+                traceback.print_exc()
+                rows.append(error_row(shape, transport, exc))
+            finally:
+                named = None
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    finally:
+        shutdown_engine(llm)
+    return rows
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(rows: list[dict], machine: str, args) -> str:
+    head = (f"Machine: {machine}; dtype {args.dtype}; bucket {args.bucket_mb:g} MiB; best/median of "
+            f"{args.repeats}; GB = 1e9 bytes; ratio = best time / baseline best time\n\n")
+    cols = "| machine | shape | transport | bytes | method | best s | median s | GB/s | ratio vs baseline | target | result |"
+    lines = [cols, "|" + "---|" * (cols.count("|") - 1)]
+    for r in rows:
+        method = r["method"] + (f" ({r['note']})" if r["note"] else "")
+        lines.append(f"| {machine} | {r['shape']} | {r['transport']} | {r['bytes'] / 1e9:.3f} GB | {method} | "
+                     f"{_fmt(r['best_s'], '.4f')} | {_fmt(r['median_s'], '.4f')} | {_fmt(r['gb_per_s'], '.2f')} | "
+                     f"{_fmt(r['ratio_vs_baseline'], '.2f')} | {r['target']} | {r['status']} |")
+    return head + "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    machine = machine_name()
+    rows: list[dict] = []
+    for shape in args.shapes:
+        rows += run_shape(shape, args)
+    print("\n" + format_table(rows, machine, args), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2))
+    return 1 if any(r["status"] == "ERROR" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
