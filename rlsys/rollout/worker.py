@@ -53,7 +53,10 @@ class RolloutWorker(Worker):
         if cfg.rollout.name == "hf":
             from rlsys.rollout.hf_engine import HFEngine
 
+            from rlsys.rollout.hf_receiver import HFWeightReceiver
+
             self.engine = HFEngine.from_pretrained(self.model_path, dtype=dtype, device=str(self.device))
+            self.receiver = HFWeightReceiver(self.engine.model)
             return
         from rlsys.rollout.vllm_engine import VLLMEngine
 
@@ -129,6 +132,8 @@ class RolloutWorker(Worker):
             args = (transport, info)
         if method == "rlsys_receive" and getattr(self, "sleeping", False):
             self.engine.wake_up(tags=["weights"])
+        if self.config.rollout.name == "hf":
+            return self.receiver.call(method, *args)
         result = self.engine.call_workers(method, *args)
         if method == "rlsys_receive":
             self.engine.after_weight_sync()
