@@ -2,9 +2,10 @@
 
 `build_tokenizer()` makes a `PreTrainedTokenizerFast` from a `tokenizers` byte-level BPE
 with a one-character-per-token vocabulary (printable ASCII), so "12+7=" is five tokens.
-`build_tiny_model_dir(path, seed)`
-writes a randomly initialised `Qwen2ForCausalLM` (fp32, safetensors) plus that tokenizer,
-a directory that both `transformers.from_pretrained` and `vllm.LLM(model=path)` load.
+`build_tiny_model_dir(path, seed)` writes a randomly initialised `Qwen2ForCausalLM` (fp32,
+safetensors, ~0.3M parameters, untied embeddings) plus that tokenizer: a directory that both
+`transformers.from_pretrained` and `vllm.LLM(model=path)` load. `rlsys.models.warmup` turns
+it into the RL base model.
 
 The shapes keep vLLM's CPU and GPU attention backends happy: head_dim 32, two KV heads,
 and a vocabulary of 128 entries (a multiple of 64, so vLLM's vocab padding changes nothing).
@@ -76,7 +77,7 @@ def build_tokenizer():
 
 
 def tiny_qwen2_config(tokenizer, **overrides):
-    """Qwen2Config for the tiny model (~0.3M parameters). Keyword overrides replace defaults."""
+    """Qwen2Config for the tiny model (~0.3M parameters, head_dim 32). Keyword overrides replace defaults."""
     from transformers import Qwen2Config
 
     kwargs = dict(

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,12 +185,33 @@ def greedy_accuracy(model, tokenizer, rows: list[dict]) -> float:
     return float(np.mean([arithmetic_reward(text, r["ground_truth"]) for text, r in zip(responses, rows)]))
 
 
+def _tail_mean(values: list[float], tail: int = 20) -> float | None:
+    return float(np.mean(values[-tail:])) if values else None
+
+
+@contextmanager
+def single_torch_thread():
+    """Run torch CPU ops on one thread inside the block, restoring the count after.
+
+    The tiny model's matrices are too small to gain much from more threads, while two
+    2-thread torch processes on a 2-core machine can slow each other down more than tenfold
+    (OpenMP workers spin waiting for each other); one thread keeps the warm-up predictable.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_base_model(out_dir: str | Path, seed: int = 0, config: WarmupConfig = WarmupConfig()) -> dict:
-    """Build the tiny model (init seed `seed`), warm it up on the whole train split, save it to
-    `out_dir` and return the stats also written there as DONE_FILE (last)."""
+    """Build the tiny model (init seed `seed`), warm it up on the whole train split (one torch
+    thread), save it to `out_dir` and return the stats also written there as DONE_FILE (last)."""
     start_s = time.perf_counter()
     model, tokenizer = build_tiny_model(seed)
-    losses = run_sft(model, tokenizer, split_problems("train"), config, seed)
+    with single_torch_thread():
+        losses = run_sft(model, tokenizer, split_problems("train"), config, seed)
     warmup_time_s = time.perf_counter() - start_s
     val_rows = make_arithmetic_dataset(config.num_val_problems, seed, "val")
     stats = {
@@ -197,12 +219,12 @@ def train_base_model(out_dir: str | Path, seed: int = 0, config: WarmupConfig = 
         "seed": seed,
         "warmup": asdict(config),
         "first_loss": losses[0],
-        "clean_phase_final_loss": float(np.mean(losses[max(0, config.num_clean_steps - 20) : config.num_clean_steps])),
-        "final_loss": float(np.mean(losses[-20:])),
+        "clean_phase_final_loss": _tail_mean(losses[: config.num_clean_steps]),
+        "final_loss": _tail_mean(losses),
         "val_greedy_accuracy": greedy_accuracy(model, tokenizer, val_rows),
         "num_val_problems": len(val_rows),
         "warmup_time_s": round(warmup_time_s, 2),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": 1,
     }
     save_model_dir(model, tokenizer, out_dir)
     (Path(out_dir) / DONE_FILE).write_text(json.dumps(stats, indent=2))
@@ -218,20 +240,31 @@ def is_complete(model_dir: Path, config: WarmupConfig, seed: int) -> bool:
     return stats.get("warmup") == asdict(config) and stats.get("seed") == seed and stats.get("model") == MODEL_NAME
 
 
-def ensure_base_model(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
+def _remove_stale_temporaries(root: Path, name: str, max_age_s: float = 3600.0) -> None:
+    """Delete temporary build directories of `name` left by killed builders (older than max_age_s)."""
+    for leftover in root.glob(f".{name}.*"):
+        if time.time() - leftover.stat().st_mtime > max_age_s:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def ensure_base_model(
+    cache_dir: str | Path | None = None, seed: int = 0, config: WarmupConfig | None = None
+) -> Path:
     """Path of the warmed-up base model `<cache_dir>/tiny-arith-v1-seed<seed>`, training it
-    first (about 1600 small steps; ~1 min on 2 CPU cores) unless a complete copy made with
-    the current recipe is there. cache_dir defaults to default_cache_root().
+    first (1600 small steps: about a minute on 2 idle CPU cores) unless a complete copy made
+    with the same recipe is there. cache_dir defaults to default_cache_root(); config to
+    WarmupConfig() (tests pass a tiny one).
 
     Training happens in a temporary sibling directory renamed into place, so a crash never
     leaves a half-written model; if another process finished first, its copy is kept.
     """
-    config = WarmupConfig()
+    config = config or WarmupConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     target = root / f"{MODEL_NAME}-seed{seed}"
     if is_complete(target, config, seed):
         return target
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(root, target.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
         print(f"rlsys: building {target} (supervised warm-up, once)", flush=True)
