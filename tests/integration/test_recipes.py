@@ -68,3 +68,22 @@ def test_misconfigured_run_fails_at_start_naming_keys(tmp_path):
     assert proc.returncode != 0 and "actor.ppo_mini_batch_size=12" in proc.stderr
     proc = run_main(tmp_path, "+recipe=ppo", "trainer.totl_steps=3")
     assert proc.returncode != 0 and "totl_steps" in proc.stderr
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tmp_path):
+    proc = run_main(tmp_path, "+recipe=grpo", "actor.optim.lr=1e30", "trainer.total_steps=3", "trainer.test_freq=0")
+    assert proc.returncode != 0
+    assert "NonFiniteLossError: training step 1" in proc.stderr
+
+
+def test_two_training_ranks_on_cpu_and_hf_rollout(tmp_path):
+    """FSDP2 over two gloo ranks with two vLLM engines; then the transformers rollout engine."""
+    proc = run_main(tmp_path / "two_ranks", "+recipe=grpo", "trainer.n_devices_per_node=2", "trainer.total_steps=2",
+                    "trainer.test_freq=2", "weight_sync.verify=true")
+    assert proc.returncode == 0
+    rows = [r for r in read_metrics(tmp_path / "two_ranks") if r["step"] > 0]
+    assert len(rows) == 2 and all(r["actor/grad_norm"] > 0 for r in rows)
+    proc = run_main(tmp_path / "hf", "+recipe=grpo", "rollout.name=hf", "trainer.total_steps=2", "trainer.test_freq=2",
+                    "weight_sync.verify=true")
+    assert proc.returncode == 0
+    assert json.loads((tmp_path / "hf" / "summary.json").read_text())["steps"] == 2
