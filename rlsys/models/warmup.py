@@ -251,7 +251,7 @@ def ensure_base_model(
     cache_dir: str | Path | None = None, seed: int = 0, config: WarmupConfig | None = None
 ) -> Path:
     """Path of the warmed-up base model `<cache_dir>/tiny-arith-v1-seed<seed>`, training it
-    first (1600 small steps: about a minute on 2 idle CPU cores) unless a complete copy made
+    first (1600 small steps on one torch thread: ~75 s on an idle CPU) unless a complete copy made
     with the same recipe is there. cache_dir defaults to default_cache_root(); config to
     WarmupConfig() (tests pass a tiny one).
 

@@ -19,17 +19,19 @@ from rlsys.protocol import DataProto
 from rlsys.trainer.advantage import compute_advantage_phase
 from rlsys.trainer.metrics import MetricsWriter, compute_data_metrics, mean_of_rank_metrics
 from rlsys.trainer.placement import RoleGroups
+from rlsys.trainer.plots import write_reward_curve
 from rlsys.trainer.timing import PhaseTimer
 from rlsys.workers.actor import NonFiniteLossError
 
 
 class RLTrainer:
     def __init__(self, config, roles: RoleGroups, train_loader, val_batch: DataProto, shapes: BatchShapes,
-                 run_dir: Path, weight_sync):
+                 run_dir: Path, weight_sync, checkpoints=None):
         self.config, self.roles, self.shapes = config, roles, shapes
         self.train_loader, self.val_batch = train_loader, val_batch
         self.run_dir = run_dir
         self.weight_sync = weight_sync
+        self.checkpoints = checkpoints  # rlsys.trainer.checkpoint.CheckpointManager or None
         self.writer = MetricsWriter(run_dir, list(config.trainer.logger))
         kl = config.algorithm.kl_ctrl
         self.kl_ctrl = get_kl_controller(kl.type, kl_coef=kl.kl_coef, target_kl=kl.target_kl, horizon=kl.horizon)
@@ -60,6 +62,11 @@ class RLTrainer:
                        "response_ids": responses[i][mask[i].bool()].tolist(), "score": float(scores[i])}
                 f.write(json.dumps(row) + "\n")
 
+    def log_batch_uids(self, prompts: DataProto) -> None:
+        """Which prompts this step trains on (appended), so a resumed run can be checked against a straight one."""
+        with open(self.run_dir / "batch_uids.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "uids": [str(u) for u in prompts.non_tensor_batch["uid"]]}) + "\n")
+
     def update_actor(self, batch: DataProto) -> dict:
         try:
             return mean_of_rank_metrics(self.roles.actor.update_actor(batch))
@@ -71,6 +78,7 @@ class RLTrainer:
         cfg, roles, timer = self.config, self.roles, PhaseTimer()
         with timer.phase("step"):
             prompts = self.train_loader.next_batch()
+            self.log_batch_uids(prompts)
             with timer.phase("gen"):
                 batch = self.generate(prompts, validate=False, step=self.step)
             with timer.phase("reward"):
@@ -104,20 +112,24 @@ class RLTrainer:
     def fit(self) -> dict:
         cfg = self.config.trainer
         start = time.time()
-        if cfg.val_before_train:
+        start_step = self.checkpoints.resume() if self.checkpoints else 0
+        if cfg.val_before_train and start_step == 0:
             score = self.validate(0)
             self.writer.log(0, {"val/score": score})
-        bar = tqdm(range(1, cfg.total_steps + 1), desc="rlsys", dynamic_ncols=True)
+        bar = tqdm(range(start_step + 1, cfg.total_steps + 1), desc="rlsys", dynamic_ncols=True)
         for self.step in bar:
             metrics = self.step_once()
             if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or self.step == cfg.total_steps):
                 with PhaseTimer().phase("validate"):
                     metrics["val/score"] = self.validate(self.step)
             self.writer.log(self.step, metrics)
+            if self.checkpoints and self.checkpoints.should_save(self.step):
+                self.checkpoints.save(self.step)
             bar.set_postfix(score=f"{metrics['critic/score/mean']:.3f}",
                             val=f"{self.val_history[-1][1]:.3f}" if self.val_history else "-",
                             step_s=f"{metrics['timing_s/step']:.1f}")
         self.writer.close()
+        write_reward_curve(self.run_dir)
         return self.write_summary(time.time() - start)
 
     def write_summary(self, wall_seconds: float) -> dict:
