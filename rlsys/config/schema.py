@@ -9,7 +9,7 @@ Batch sizes are all counted in *sequences* (one prompt x one sample) except
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -141,6 +141,26 @@ class TrainerConfig:
     logger: list = field(default_factory=lambda: ["console", "jsonl"])
     ray_num_cpus: Optional[int] = None
     worker_timeout_s: float = 600.0
+    # Checkpoints (rlsys/trainer/checkpoint.py): every save_freq steps and at the last step; <= 0: never.
+    save_freq: int = -1
+    max_ckpt_to_keep: Optional[int] = None  # null: keep all
+    resume: str = "auto"  # auto (newest complete checkpoint, if any) | disable | a global_step_<N> directory
+    default_local_dir: Optional[str] = None  # null: <run_dir>/checkpoints
+
+
+@dataclass
+class RoleSpec:
+    """A user role (Worker subclass with @register methods) added to the run by config.
+
+    Its class is built as cls(config, model_path, **kwargs); the driver calls its
+    `process_rollouts(data) -> DataProto` after the reward phase of every step
+    (see docs/custom_roles.md)."""
+
+    _target_: str = "???"  # "package.module.ClassName"
+    placement: str = "colocate"  # colocate (inside the WorkerDict) | own_pool
+    num_workers: int = 1  # own_pool only
+    use_gpu: bool = False  # own_pool only
+    kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,6 +175,21 @@ class RLConfig:
     weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # name -> RoleSpec fields; kept untyped because OmegaConf cannot merge a new dataclass
+    # entry from the command line, and checked against RoleSpec by `role_spec()` at start.
+    roles: Dict[str, Any] = field(default_factory=dict)
+
+
+def role_spec(name: str, value) -> RoleSpec:
+    """`roles.<name>` as a RoleSpec; an unknown key fails naming it."""
+    known = {f for f in RoleSpec.__dataclass_fields__}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"roles.{name} has unknown keys {unknown}; valid: {sorted(known)}")
+    spec = RoleSpec(**dict(value))
+    if spec._target_ == "???":
+        raise ValueError(f"roles.{name}._target_ is required (package.module.ClassName)")
+    return spec
 
 
 def register_configs() -> None:

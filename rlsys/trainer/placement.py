@@ -8,7 +8,7 @@ travel through an NCCL (GPU) or gloo (CPU) broadcast group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rlsys.single_controller import (
@@ -27,6 +27,7 @@ class RoleGroups:
     reference: Optional[Any]
     critic: Optional[Any]
     groups: list  # the underlying RayWorkerGroups, for shutdown
+    custom: dict = field(default_factory=dict)  # user roles from `roles.<name>`, by name
 
 
 def check_placement(config, use_gpu: bool) -> tuple[int, int]:
@@ -58,7 +59,53 @@ def _role_classes(config, model_path: str, needs_ref: bool, needs_critic: bool) 
         classes["ref"] = ReferenceWorker
     if needs_critic:
         classes["critic"] = CriticWorker
-    return {role: RayClassWithInitArgs(cls, config, model_path) for role, cls in classes.items()}
+    specs = {role: RayClassWithInitArgs(cls, config, model_path) for role, cls in classes.items()}
+    for name, role in custom_role_specs(config).items():
+        if role.placement == "colocate":
+            specs[name] = RayClassWithInitArgs(import_role_class(name, role), config, model_path, **role.kwargs)
+    return specs
+
+
+def custom_role_specs(config) -> dict:
+    from rlsys.config.schema import role_spec
+
+    return {name: role_spec(name, value) for name, value in config.roles.items()}
+
+
+def import_role_class(name: str, role) -> type:
+    """Resolve `roles.<name>._target_` to a Worker subclass, failing with the key named."""
+    import importlib
+
+    from rlsys.single_controller import Worker
+
+    if name in ("actor", "rollout", "reward", "ref", "critic"):
+        raise ValueError(f"roles.{name}: the name is taken by a built-in role; choose another")
+    if role.placement not in ("colocate", "own_pool"):
+        raise ValueError(f"roles.{name}.placement={role.placement!r}: expected colocate or own_pool")
+    module_name, _, cls_name = role._target_.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"roles.{name}._target_={role._target_!r} cannot be imported: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Worker)):
+        raise ValueError(f"roles.{name}._target_={role._target_!r} is not a rlsys Worker subclass")
+    if not hasattr(cls, "process_rollouts"):
+        raise ValueError(f"roles.{name}: {cls.__name__} has no @register-ed process_rollouts(data) method")
+    return cls
+
+
+def _own_pool_roles(config, model_path: str, use_gpu: bool) -> tuple[dict, list]:
+    views, groups = {}, []
+    for name, role in custom_role_specs(config).items():
+        if role.placement != "own_pool":
+            continue
+        cls = import_role_class(name, role)
+        pool = RayResourcePool([role.num_workers], use_gpu=use_gpu and role.use_gpu, name_prefix=f"role_{name}")
+        spec = RayClassWithInitArgs(cls, config, model_path, **role.kwargs)
+        wg = RayWorkerGroup(pool, spec, name_prefix=f"role_{name}", call_timeout_s=config.trainer.worker_timeout_s)
+        views[name] = wg
+        groups.append(wg)
+    return views, groups
 
 
 def _spawn(config, pool: RayResourcePool, roles: dict, prefix: str) -> tuple[dict, RayWorkerGroup]:
@@ -86,7 +133,10 @@ def build_role_groups(config, model_path: str, use_gpu: bool, needs_ref: bool, n
         rollout_views, rollout_wg = _spawn(config, rollout_pool, rollout_role, "rollout")
         views.update(rollout_views)
         groups = [train_wg, rollout_wg]
+    custom, own_groups = _own_pool_roles(config, model_path, use_gpu)
+    custom.update({name: views[name] for name, role in custom_role_specs(config).items()
+                   if role.placement == "colocate"})
     return RoleGroups(
         actor=views["actor"], rollout=views["rollout"], reward=views["reward"],
-        reference=views.get("ref"), critic=views.get("critic"), groups=groups,
+        reference=views.get("ref"), critic=views.get("critic"), groups=groups + own_groups, custom=custom,
     )

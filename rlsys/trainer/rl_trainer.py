@@ -8,12 +8,13 @@ Algorithm choices come in as functions picked from config (`rlsys.algorithms` re
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from rlsys.algorithms import get_kl_controller
+from rlsys.algorithms import get_kl_controller, scores_to_token_level
 from rlsys.config.batch_sizes import BatchShapes
 from rlsys.protocol import DataProto
 from rlsys.trainer.advantage import compute_advantage_phase
@@ -67,6 +68,19 @@ class RLTrainer:
         with open(self.run_dir / "batch_uids.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, "uids": [str(u) for u in prompts.non_tensor_batch["uid"]]}) + "\n")
 
+    def run_custom_roles(self, batch: DataProto, timer: PhaseTimer) -> dict:
+        """Hook for user roles (`roles.<name>`): each sees the scored rollouts; an `extra_scores`
+        (batch,) output is added to the sequence score, `meta_info["metrics"]` is logged."""
+        metrics = {}
+        for name, group in self.roles.custom.items():
+            with timer.phase(f"role_{name}"):
+                out = group.process_rollouts(batch)
+            if out.batch is not None and "extra_scores" in out.batch.keys():
+                extra = scores_to_token_level(out.batch["extra_scores"], batch.batch["response_mask"])
+                batch.batch["token_level_scores"] = batch.batch["token_level_scores"] + extra
+            metrics.update({f"roles/{name}/{k}": float(v) for k, v in out.meta_info.get("metrics", {}).items()})
+        return metrics
+
     def update_actor(self, batch: DataProto) -> dict:
         try:
             return mean_of_rank_metrics(self.roles.actor.update_actor(batch))
@@ -79,10 +93,12 @@ class RLTrainer:
         with timer.phase("step"):
             prompts = self.train_loader.next_batch()
             self.log_batch_uids(prompts)
+            time.sleep(float(os.environ.get("RLSYS_TEST_STEP_SLEEP_S", "0")))  # test-only: widen the step for kill tests
             with timer.phase("gen"):
                 batch = self.generate(prompts, validate=False, step=self.step)
             with timer.phase("reward"):
                 batch = batch.union(roles.reward.compute_score(batch))
+            role_metrics = self.run_custom_roles(batch, timer)
             with timer.phase("old_log_prob"):
                 batch = batch.union(roles.actor.compute_log_prob(batch))
             if roles.reference is not None:
@@ -93,6 +109,7 @@ class RLTrainer:
                     batch = batch.union(roles.critic.compute_values(batch))
             with timer.phase("adv"):
                 batch, metrics = compute_advantage_phase(batch, cfg.algorithm, self.kl_ctrl)
+            metrics.update(role_metrics)
             if roles.critic is not None:
                 with timer.phase("update_critic"):
                     metrics.update(mean_of_rank_metrics(roles.critic.update_critic(batch)))
