@@ -66,6 +66,14 @@ class ActorWorker(Worker, PolicyModelMixin):
             stats["actor/kl_loss"] = kl.item()
         return loss, stats
 
+    @staticmethod
+    def micro_batch_weight(micro: DataProto, mini: DataProto, loss_agg_mode: str) -> float:
+        """Share of the mini-batch's loss that a micro-batch carries, so that the accumulated
+        gradient equals the mini-batch's: tokens for token-mean, sequences for the seq-mean modes."""
+        if loss_agg_mode == "token-mean":
+            return float(micro.batch["response_mask"].sum() / mini.batch["response_mask"].sum().clamp(min=1))
+        return len(micro) / len(mini)
+
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict:
         cfg = self.config.actor
@@ -79,7 +87,7 @@ class ActorWorker(Worker, PolicyModelMixin):
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in micros:
                     loss, stats = self._micro_loss(micro, response_length)
-                    (loss / len(micros)).backward()
+                    (loss * self.micro_batch_weight(micro, mini, cfg.loss_agg_mode)).backward()
                     for k, v in stats.items():
                         metrics[k].append(v)
                 grad_norm = model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip)
@@ -127,3 +135,24 @@ class ActorWorker(Worker, PolicyModelMixin):
         report = self.sender.sync(named, self.call_receivers, corrupt_param_for_test=corrupt_param_for_test)
         return {"weight_sync/num_bytes": report.num_bytes, "weight_sync/num_buckets": report.num_buckets,
                 "weight_sync/sync_s": report.sync_s}
+
+    # ---- checkpoint: every rank writes its shard; rank 0 also the HF directory --------------
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, path: str) -> None:
+        """Model, optimizer, lr scheduler under `path`, and `path/hf` for transformers / vLLM."""
+        from pathlib import Path
+
+        from rlsys.trainer import checkpoint
+
+        checkpoint.save_train_state(Path(path), self.model, self.optimizer, self.lr_scheduler,
+                                    {"num_updates": self.num_updates}, self.rank)
+        checkpoint.save_hf_model(Path(path) / "hf", self.model, self.model_path, self.rank)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, path: str) -> None:
+        from pathlib import Path
+
+        from rlsys.trainer import checkpoint
+
+        extra = checkpoint.load_train_state(Path(path), self.model, self.optimizer, self.lr_scheduler)
+        self.num_updates = extra["num_updates"]

@@ -49,7 +49,7 @@ def test_recipe_runs_three_steps_with_finite_metrics(tmp_path, recipe):
 def test_colocate_and_split_give_identical_greedy_outputs_after_training(tmp_path):
     """Same seed, two training steps, verified syncs: the engines' greedy validation outputs agree
     token for token between shared memory (colocate) and gloo (split)."""
-    outputs = {}
+    outputs, summaries = {}, {}
     for placement in ("colocate", "split"):
         run_dir = tmp_path / placement
         proc = run_main(run_dir, "+recipe=grpo", f"placement={placement}", "trainer.total_steps=2",
@@ -57,6 +57,8 @@ def test_colocate_and_split_give_identical_greedy_outputs_after_training(tmp_pat
         assert proc.returncode == 0
         outputs[placement] = [json.loads(l) for l in (run_dir / "val_generations.jsonl").read_text().splitlines()]
         assert all(r["step"] == 2 for r in outputs[placement])
+        summaries[placement] = json.loads((run_dir / "summary.json").read_text())
+    assert summaries["colocate"]["val_score_initial"] == summaries["split"]["val_score_initial"]
     assert [r["response_ids"] for r in outputs["colocate"]] == [r["response_ids"] for r in outputs["split"]]
 
 
