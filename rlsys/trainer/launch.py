@@ -39,9 +39,12 @@ def derive_shapes(config, num_train_ranks: int):
 def _start_ray(config, use_gpu: bool) -> None:
     import ray
 
-    env = {"TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": str(config.rollout.kv_cache_space_gb)}
+    # The working directory goes on the workers' path so user roles (roles.<name>._target_)
+    # defined beside the run import in the worker processes too.
+    env = {"TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": str(config.rollout.kv_cache_space_gb),
+           "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
     for key in ("RLSYS_CACHE", "VLLM_USE_FLASHINFER_SAMPLER", "VLLM_WORKER_MULTIPROC_METHOD", "NCCL_NVLS_ENABLE",
-                "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS", "PYTHONPATH"):
+                "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS"):
         if key in os.environ:
             env[key] = os.environ[key]
     num_cpus = config.trainer.ray_num_cpus or max(8, os.cpu_count() or 1)
