@@ -56,6 +56,7 @@ def launch(config, run_dir: Path) -> dict:
     import ray
 
     from rlsys.data.tasks import load_task_rows
+    from rlsys.trainer.checkpoint import CheckpointManager
     from rlsys.trainer.placement import build_role_groups, check_placement
     from rlsys.trainer.rl_trainer import RLTrainer
     from rlsys.trainer.sync import WeightSyncDriver
@@ -85,7 +86,9 @@ def launch(config, run_dir: Path) -> dict:
                 group.init_model()
         roles.rollout.init_engine()
         weight_sync = WeightSyncDriver(config, roles, "cuda" if use_gpu else "cpu")
-        trainer = RLTrainer(config, roles, loader, val_batch, shapes, run_dir, weight_sync)
+        checkpoints = CheckpointManager.from_config(config, run_dir, roles, loader, weight_sync)
+        trainer = RLTrainer(config, roles, loader, val_batch, shapes, run_dir, weight_sync, checkpoints)
+        checkpoints.attach(trainer)
         return trainer.fit()
     finally:
         ray.shutdown()

@@ -142,7 +142,7 @@ class ActorWorker(Worker, PolicyModelMixin):
         """Model, optimizer, lr scheduler under `path`, and `path/hf` for transformers / vLLM."""
         from pathlib import Path
 
-        from rlsys.trainer import checkpoint
+        from rlsys.workers import checkpoint_io as checkpoint
 
         checkpoint.save_train_state(Path(path), self.model, self.optimizer, self.lr_scheduler,
                                     {"num_updates": self.num_updates}, self.rank)
@@ -152,7 +152,7 @@ class ActorWorker(Worker, PolicyModelMixin):
     def load_checkpoint(self, path: str) -> None:
         from pathlib import Path
 
-        from rlsys.trainer import checkpoint
+        from rlsys.workers import checkpoint_io as checkpoint
 
         extra = checkpoint.load_train_state(Path(path), self.model, self.optimizer, self.lr_scheduler)
         self.num_updates = extra["num_updates"]

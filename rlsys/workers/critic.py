@@ -79,3 +79,21 @@ class CriticWorker(Worker):
                 self.optimizer.step()
         self.lr_scheduler.step()
         return {k: sum(v) / len(v) for k, v in metrics.items()}
+
+    # ---- checkpoint: every rank writes its shard -------------------------------------------
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, path: str) -> None:
+        """Value model, optimizer and lr scheduler under `path`."""
+        from pathlib import Path
+
+        from rlsys.workers import checkpoint_io as checkpoint
+
+        checkpoint.save_train_state(Path(path), self.model, self.optimizer, self.lr_scheduler, {}, self.rank)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, path: str) -> None:
+        from pathlib import Path
+
+        from rlsys.workers import checkpoint_io as checkpoint
+
+        checkpoint.load_train_state(Path(path), self.model, self.optimizer, self.lr_scheduler)
