@@ -50,10 +50,11 @@ def mean_of_rank_metrics(per_rank: list[dict]) -> dict[str, float]:
 class MetricsWriter:
     """Writes one JSON object per step to metrics.jsonl, and optionally to tensorboard."""
 
-    def __init__(self, run_dir: Path, loggers: list[str]):
-        unknown = set(loggers) - {"console", "jsonl", "tensorboard"}
+    def __init__(self, run_dir: Path, loggers: list[str], project: str = "rlsys"):
+        unknown = set(loggers) - {"console", "jsonl", "tensorboard", "wandb"}
         if unknown:
-            raise ValueError(f"trainer.logger has unknown entries {sorted(unknown)}; valid: console, jsonl, tensorboard")
+            raise ValueError(f"trainer.logger has unknown entries {sorted(unknown)}; "
+                             "valid: console, jsonl, tensorboard, wandb")
         self.loggers = loggers
         self.jsonl = open(run_dir / "metrics.jsonl", "a") if "jsonl" in loggers else None
         self.tb = None
@@ -61,6 +62,14 @@ class MetricsWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        self.wandb = None
+        if "wandb" in loggers:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise ValueError("trainer.logger includes wandb but the wandb package is not installed") from exc
+            # WANDB_MODE=offline is read by wandb itself; runs then sync later with `wandb sync`.
+            self.wandb = wandb.init(project=project, dir=str(run_dir), name=run_dir.name)
 
     def log(self, step: int, metrics: dict) -> None:
         for k, v in metrics.items():
@@ -72,9 +81,18 @@ class MetricsWriter:
         if self.tb:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, step)
+        if self.wandb:
+            self.wandb.log(metrics, step=step)
+        if "console" in self.loggers and "val/score" in metrics:
+            from tqdm import tqdm
+
+            tqdm.write(f"step {step}: val/score={metrics['val/score']:.4f}" + "".join(
+                f" {k}={metrics[k]:.4g}" for k in ("critic/score/mean", "actor/pg_loss", "timing_s/step") if k in metrics))
 
     def close(self) -> None:
         if self.jsonl:
             self.jsonl.close()
         if self.tb:
             self.tb.close()
+        if self.wandb:
+            self.wandb.finish()

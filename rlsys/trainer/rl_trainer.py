@@ -142,6 +142,7 @@ class RLTrainer:
             self.writer.log(self.step, metrics)
             if self.checkpoints and self.checkpoints.should_save(self.step):
                 self.checkpoints.save(self.step)
+                write_reward_curve(self.run_dir)
             bar.set_postfix(score=f"{metrics['critic/score/mean']:.3f}",
                             val=f"{self.val_history[-1][1]:.3f}" if self.val_history else "-",
                             step_s=f"{metrics['timing_s/step']:.1f}")

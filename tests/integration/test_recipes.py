@@ -89,3 +89,15 @@ def test_two_training_ranks_on_cpu_and_hf_rollout(tmp_path):
                     "weight_sync.verify=true")
     assert proc.returncode == 0
     assert json.loads((tmp_path / "hf" / "summary.json").read_text())["steps"] == 2
+
+
+def test_loggers_and_reward_curve_at_every_save(tmp_path):
+    proc = run_main(tmp_path, "+recipe=grpo", "trainer.total_steps=2", "trainer.test_freq=2", "trainer.save_freq=1",
+                    "trainer.logger=[console,jsonl,tensorboard]")
+    assert proc.returncode == 0
+    assert "step 2: val/score=" in proc.stdout + proc.stderr
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "reward_curve.png").stat().st_size > 0
+    assert (tmp_path / "checkpoints" / "global_step_2" / "COMPLETE").exists()
+    proc = run_main(tmp_path / "bad", "+recipe=grpo", "trainer.logger=[jsonl,tensorbored]")
+    assert proc.returncode != 0 and "tensorbored" in proc.stderr
