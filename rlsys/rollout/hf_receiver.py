@@ -7,12 +7,11 @@ received tensors straight into the HF model by parameter name: no repacking, no 
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 
 from rlsys.weight_sync.buckets import BucketPlan, tensor_views
 from rlsys.weight_sync.verify import corrupt_for_test, first_mismatch
+from rlsys.weight_sync.vllm_extension import transport_module
 
 
 class HFWeightReceiver:
@@ -30,7 +29,7 @@ class HFWeightReceiver:
         return {"rank": 0, "device": str(self.device)}
 
     def rlsys_init_group(self, transport: str, init_info: dict) -> dict:
-        module = importlib.import_module(f"rlsys.weight_sync.{transport}")
+        module = transport_module(transport)
         rank = int(init_info["rank_offset"])
         if transport in self.groups:
             self.groups.pop(transport).close()
@@ -44,7 +43,7 @@ class HFWeightReceiver:
 
     @torch.no_grad()
     def rlsys_receive(self, payload: dict) -> dict:
-        module = importlib.import_module(f"rlsys.weight_sync.{payload['transport']}")
+        module = transport_module(payload["transport"])
         state = self.model.state_dict()
         received: list[tuple[str, torch.Tensor]] = []
         with module.receive_buckets(self, payload, self.groups.get(payload["transport"])) as buckets:

@@ -29,7 +29,7 @@ _TRANSPORT_MODULES = {
 }
 
 
-def _transport_module(name: str):
+def transport_module(name: str):
     if name not in _TRANSPORT_MODULES:
         raise ValueError(f"unknown weight-sync transport {name!r}; known: {sorted(_TRANSPORT_MODULES)}")
     return importlib.import_module(_TRANSPORT_MODULES[name])
@@ -53,7 +53,7 @@ class WeightSyncExtension:
         """Join the sender's group for a broadcast transport (gloo | nccl)."""
         from vllm.distributed.parallel_state import get_world_group
 
-        module = _transport_module(transport)
+        module = transport_module(transport)
         rank = get_world_group().rank + int(init_info["rank_offset"])
         groups = self.__dict__.setdefault("_rlsys_groups", {})
         if transport in groups:
@@ -68,7 +68,7 @@ class WeightSyncExtension:
 
     def rlsys_receive(self, payload: dict) -> dict:
         """Receive one full sync (all buckets), verify, load; returns the report dict."""
-        module = _transport_module(payload["transport"])
+        module = transport_module(payload["transport"])
         group = self.__dict__.get("_rlsys_groups", {}).get(payload["transport"])
         model = self.model_runner.get_model()
         with module.receive_buckets(self, payload, group) as buckets:
