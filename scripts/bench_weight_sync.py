@@ -55,18 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlsys.weight_sync import make_sender  # noqa: E402
 from rlsys.weight_sync import bench  # noqa: E402
+from rlsys.models.shapes import QWEN2_SHAPES  # noqa: E402
 
-# Qwen2 configurations (HF config.json values of the released checkpoints).
-SHAPES = {
-    "tiny": dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True),
-    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, intermediate_size=4864,
-                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                         tie_word_embeddings=True),
-    "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, intermediate_size=18944,
-                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                       tie_word_embeddings=False),
-}
+SHAPES = QWEN2_SHAPES
 CPU_TRANSPORTS, GPU_TRANSPORTS = ("shm", "gloo"), ("cuda_ipc", "nccl")
 BASELINE_NAME = {"nccl": "flat NCCL broadcast (same communicator)", "cuda_ipc": "device copy (same GPU)",
                  "shm": "memcpy (host)", "gloo": "memcpy (host)"}

@@ -3,6 +3,7 @@
     python scripts/make_tiny_model.py                      # cached base model ($RLSYS_CACHE or ~/.cache/rlsys)
     python scripts/make_tiny_model.py --out /tmp/base      # warm up into a fresh directory
     python scripts/make_tiny_model.py --out /tmp/rand --random
+    python scripts/make_tiny_model.py --out /tmp/q05 --random --shape qwen2.5-0.5b   # realistic size
     python scripts/make_tiny_model.py --out /tmp/base --check-vllm   # + vLLM vs HF greedy check
 
 `--check-vllm` loads the directory in `vllm.LLM` (fp32, eager, max_model_len 128) and
@@ -19,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rlsys.models.shapes import qwen2_shape  # noqa: E402
 from rlsys.models.tiny import build_tiny_model_dir  # noqa: E402
 from rlsys.models.warmup import DONE_FILE, WarmupConfig, ensure_base_model, train_base_model  # noqa: E402
 from rlsys.tasks.arithmetic import make_arithmetic_dataset  # noqa: E402
@@ -29,6 +31,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="write here instead of the cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random", action="store_true", help="random weights, no warm-up (needs --out)")
+    parser.add_argument("--shape", default=None, help="with --random: a Qwen2 shape of rlsys.models.shapes "
+                        "(default: the tiny model)")
+    parser.add_argument("--dtype", default="float32", help="with --random: dtype of the saved weights")
     parser.add_argument("--clean-steps", type=int, default=WarmupConfig.num_clean_steps)
     parser.add_argument("--noisy-steps", type=int, default=WarmupConfig.num_noisy_steps)
     parser.add_argument("--check-vllm", action="store_true", help="compare vLLM and HF greedy outputs")
@@ -73,7 +78,8 @@ def main() -> int:
     if args.random:
         if args.out is None:
             raise ValueError("--random needs --out (random weights are never cached)")
-        model_dir = build_tiny_model_dir(args.out, args.seed)
+        overrides = {} if args.shape is None else qwen2_shape(args.shape)
+        model_dir = build_tiny_model_dir(args.out, args.seed, dtype=args.dtype, **overrides)
     elif args.out is None:
         model_dir = ensure_base_model(seed=args.seed)
         print(json.dumps(json.loads((model_dir / DONE_FILE).read_text()), indent=2))

@@ -23,6 +23,8 @@ def check_config(config, cuda_available: bool) -> None:
         )
     if rollout.name not in ("vllm", "hf"):
         raise ValueError(f"rollout.name={rollout.name!r}: expected vllm or hf")
+    if config.weight_sync.load_mode not in ("auto", "layerwise", "direct"):
+        raise ValueError(f"weight_sync.load_mode={config.weight_sync.load_mode!r}: expected auto, layerwise or direct")
     if trainer.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"trainer.device={trainer.device!r}: expected auto, cpu or cuda")
     if trainer.device == "cuda" and not cuda_available:

@@ -117,6 +117,7 @@ class WeightSyncConfig:
     bucket_size_mb: int = 256
     verify: bool = False
     timeout_s: float = 120.0
+    load_mode: str = "auto"  # auto | layerwise | direct: how vLLM loads (layerwise where it repacks: CPU)
 
 
 @dataclass

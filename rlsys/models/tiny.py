@@ -127,7 +127,9 @@ def save_model_dir(model, tokenizer, path: str | Path) -> Path:
     return path
 
 
-def build_tiny_model_dir(path: str | Path, seed: int = 0, **config_overrides) -> Path:
-    """Write a random-weight tiny Qwen2 + tokenizer to `path` (HF and vLLM loadable)."""
-    model, tokenizer = build_tiny_model(seed, **config_overrides)
-    return save_model_dir(model, tokenizer, path)
+def build_tiny_model_dir(path: str | Path, seed: int = 0, dtype: str = "float32", **config_overrides) -> Path:
+    """Write a random-weight Qwen2 (tiny unless overridden) + tokenizer to `path` (HF and vLLM loadable)."""
+    import torch
+
+    model, tokenizer = build_tiny_model(seed, torch_dtype=dtype, **config_overrides)
+    return save_model_dir(model.to(getattr(torch, dtype)), tokenizer, path)

@@ -30,6 +30,7 @@ class RolloutWorker(Worker):
         self.config = config
         self.model_path = model_path
         self.engine = None
+        self.asleep: set[str] = set()  # vLLM memory tags now offloaded/freed (sleep mode)
 
     @property
     def tp_size(self) -> int:
@@ -68,7 +69,6 @@ class RolloutWorker(Worker):
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_sleep_mode=sleep,
             kv_cache_space_gb=cfg.rollout.kv_cache_space_gb,
         )
-        self.sleeping = False
         if sleep:
             self.release_memory()
 
@@ -105,17 +105,28 @@ class RolloutWorker(Worker):
         return DataProto.from_dict(out)
 
     # ---- sleep mode (GPU colocate): free the KV cache while the actor trains ------------
+    # vLLM 0.26's wake_up remaps every tag it is given, awake or not (0.32 checks); waking "weights" twice
+    # (once for a sync, again before generating) fails inside the CUDA driver (cuMemMap on
+    # a mapped range: "invalid argument" at cumem_allocator.cpp). So we track which tags
+    # are asleep and wake only those.
+    SLEEP_TAGS = ("weights", "kv_cache")
+
     def release_memory(self) -> None:
-        if getattr(self, "sleeping", True) or not hasattr(self.engine, "sleep"):
+        if self.asleep or not hasattr(self.engine, "sleep"):
             return
         if self.device.type == "cuda" and self.config.placement == "colocate" and self.config.rollout.free_cache_engine:
             self.engine.sleep(level=1)
-            self.sleeping = True
+            self.asleep = set(self.SLEEP_TAGS)
+
+    def wake(self, tags: tuple[str, ...] = SLEEP_TAGS) -> None:
+        """Wake the given tags that are asleep, in vLLM's order (weights before KV cache)."""
+        todo = [t for t in self.SLEEP_TAGS if t in tags and t in self.asleep]
+        if todo:
+            self.engine.wake_up(tags=todo)
+            self.asleep -= set(todo)
 
     def wake_for_generation(self) -> None:
-        if getattr(self, "sleeping", False):
-            self.engine.wake_up()
-            self.sleeping = False
+        self.wake()
 
     # ---- weight sync: receiver calls run on every vLLM worker of this engine ------------
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
@@ -130,8 +141,8 @@ class RolloutWorker(Worker):
             transport, info = args
             info = dict(info, rank_offset=info["rank_offset"] + self.engine_index * self.tp_size)
             args = (transport, info)
-        if method == "rlsys_receive" and getattr(self, "sleeping", False):
-            self.engine.wake_up(tags=["weights"])
+        if method == "rlsys_receive":
+            self.wake(("weights",))
         if self.config.rollout.name == "hf":
             return self.receiver.call(method, *args)
         result = self.engine.call_workers(method, *args)

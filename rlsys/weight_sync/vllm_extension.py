@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from rlsys.weight_sync.receiver import load_buckets
+from rlsys.weight_sync.receiver import load_buckets, needs_layerwise_reload
 
 # transport name -> module exposing `receive_buckets(worker, payload)` (a context manager
 # yielding an iterator of (BucketPlan, uint8 buffer)) and optionally `init_receiver(...)`.
@@ -78,6 +78,7 @@ class WeightSyncExtension:
                 buckets,
                 payload.get("fingerprints"),
                 payload.get("corrupt_param_for_test"),
+                layerwise=needs_layerwise_reload(self.device, self.model_config, payload.get("load_mode", "auto")),
             )
         report["rank"] = self.rlsys_worker_info()["rank"]
         return report

@@ -124,7 +124,7 @@ class ActorWorker(Worker, PolicyModelMixin):
 
         self.call_receivers = call_receivers
         self.sender = make_sender(transport, sync_cfg.bucket_size_mb, sync_cfg.verify, sync_cfg.timeout_s,
-                                  host=ray.util.get_node_ip_address())
+                                  host=ray.util.get_node_ip_address(), load_mode=sync_cfg.load_mode)
         self.sender.connect(call_receivers)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)

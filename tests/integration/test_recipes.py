@@ -101,3 +101,15 @@ def test_loggers_and_reward_curve_at_every_save(tmp_path):
     assert (tmp_path / "checkpoints" / "global_step_2" / "COMPLETE").exists()
     proc = run_main(tmp_path / "bad", "+recipe=grpo", "trainer.logger=[jsonl,tensorbored]")
     assert proc.returncode != 0 and "tensorbored" in proc.stderr
+
+
+@pytest.mark.gpu
+def test_grpo_colocated_on_gpu_with_sleep_mode(tmp_path):
+    """CUDA IPC sync into a sleeping engine, every step, with verification (GPU machine)."""
+    proc = run_main(tmp_path, "+recipe=grpo", "placement=colocate", "rollout.free_cache_engine=true",
+                    "trainer.total_steps=3", "trainer.test_freq=3", "weight_sync.verify=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in read_metrics(tmp_path) if r["step"] > 0]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r["actor/pg_loss"]) and r["timing_s/sync_weights"] > 0 for r in rows)
+    print("\n[gpu colocate+sleep] step s:", [round(r["timing_s/step"], 3) for r in rows])
