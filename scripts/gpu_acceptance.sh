@@ -19,7 +19,7 @@ case "$1" in
     [ -d /tmp/q05 ] || python3 scripts/make_tiny_model.py --random --shape qwen2.5-0.5b --dtype bfloat16 --out /tmp/q05 | tail -1
     extra=""
     [ "$2" = split ] && extra="trainer.n_devices_per_node=2"
-    timeout 420 python3 -m rlsys.main +recipe=grpo model.path=/tmp/q05 placement="$2" $extra \
+    timeout ${RUN_TIMEOUT:-420} python3 -m rlsys.main +recipe=grpo model.path=/tmp/q05 placement="$2" $extra \
       trainer.total_steps=5 trainer.test_freq=5 weight_sync.verify=true \
       hydra.run.dir="$OUT/grpo05_$2" > "$OUT/grpo05_$2.log" 2>&1
     echo "exit $?"; grep -v "WorkerDict\|EngineCore\|Worker pid" "$OUT/grpo05_$2.log" | tail -12

@@ -31,7 +31,12 @@ DTYPE = os.environ.get("RLSYS_TEST_DTYPE", "float32")
 # max |logprob_vLLM - logprob_HF| allowed: CPU fp32 is exact up to summation order (~1e-5);
 # CUDA fp32 goes through vLLM's Triton attention (measured 9e-3 on H200, vLLM 0.26); bf16
 # rounds every activation (8-bit mantissa), so differences of a few 1e-2 are expected.
-LOGPROB_TOL = {("cpu", "float32"): 1e-3, ("cuda", "float32"): 3e-2, ("cuda", "bfloat16"): 1.5e-1}
+# bf16 greedy decoding: two correct implementations may pick different tokens where the top
+# two are within rounding of each other, so in bf16 a greedy run "agrees" with HF when, with
+# HF teacher-forced on the engine's tokens, no chosen token is more than this many nats below
+# HF's own best (fp32 requires identical tokens). Old weights miss by whole nats.
+GREEDY_TIE_NATS = 0.1
+LOGPROB_TOL = {("cpu", "float32"): 1e-3, ("cuda", "float32"): 3e-2, ("cpu", "bfloat16"): 1.5e-1, ("cuda", "bfloat16"): 1.5e-1}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +75,26 @@ def _greedy(engine_like) -> torch.Tensor:
     return engine_like.generate(PROMPTS, {"temperature": 0.0, "max_tokens": MAX_TOKENS})["responses"].cpu()
 
 
+def _greedy_gap(engine_like, hf) -> float:
+    """Max over response tokens of (HF's best log-prob - HF's log-prob of the engine's greedy token)."""
+    out = {k: v.cpu() for k, v in engine_like.generate(PROMPTS, {"temperature": 0.0, "max_tokens": MAX_TOKENS}).items()}
+    with torch.no_grad():
+        logits = hf.model(**{k: out[k].to(hf.model.device) for k in ("input_ids", "attention_mask", "position_ids")}
+                          ).logits.float().cpu()
+    logp = torch.log_softmax(logits[:, out["prompts"].shape[1] - 1 : -1], -1)
+    chosen = logp.gather(-1, out["responses"].unsqueeze(-1)).squeeze(-1)
+    return (logp.max(-1).values - chosen)[out["response_mask"].bool()].max().item()
+
+
+def _agrees(engine, hf) -> bool:
+    """The engine's greedy decoding is HF's: identical tokens (fp32) or within ties (bf16)."""
+    if DTYPE == "float32":
+        return torch.equal(_greedy(engine), _greedy(hf))
+    gap = _greedy_gap(engine, hf)
+    print(f"[greedy gap {DTYPE}] {gap:.4f} nats")
+    return gap <= GREEDY_TIE_NATS
+
+
 def _sync(engine, hf, transport: str, sender=None, verify: bool = True, **kwargs):
     from rlsys.weight_sync import make_sender, named_parameters_for_sync
 
@@ -98,18 +123,16 @@ def test_generate_contract(engine, hf):
 
 
 def test_greedy_matches_hf_on_initial_weights(engine, hf):
-    assert torch.equal(_greedy(engine), _greedy(hf))
+    assert _agrees(engine, hf)
 
 
 def test_shm_sync_then_greedy_matches_hf(engine, hf):
     from rlsys.weight_sync.shm import leaked_segments
 
-    before = _greedy(engine)
     _train_a_little(hf.model, seed=1)
-    expected = _greedy(hf)
-    assert not torch.equal(before, expected), "training did not change greedy outputs"
+    assert not _agrees(engine, hf), "training did not change greedy outputs"
     report = _sync(engine, hf, "shm")
-    assert torch.equal(_greedy(engine), expected)
+    assert _agrees(engine, hf)
     assert report.num_buckets > 1 and report.receivers[0]["num_checked_after_load"] > 0
     assert leaked_segments(pid=os.getpid()) == []
     print(f"\n[shm] {report.num_tensors} tensors, {report.num_bytes / 2**20:.2f} MiB in "
@@ -121,17 +144,16 @@ def test_gloo_sync_then_greedy_matches_hf(engine, hf):
     from rlsys.weight_sync import make_sender
 
     _train_a_little(hf.model, seed=2)
-    expected = _greedy(hf)
-    assert not torch.equal(_greedy(engine), expected), "training did not change greedy outputs"
+    assert not _agrees(engine, hf), "training did not change greedy outputs"
     sender = make_sender("gloo", bucket_size_mb=0.1, verify=True, timeout_s=60)
     sender.connect(engine.call_workers)
     try:
         report = _sync(engine, hf, "gloo", sender=sender)
-        assert torch.equal(_greedy(engine), expected)
+        assert _agrees(engine, hf)
         _train_a_little(hf.model, seed=3)  # a second sync over the same group, streamed
         sender.verify = False  # (no verification: buckets load as they arrive)
         report = _sync(engine, hf, "gloo", sender=sender)
-        assert torch.equal(_greedy(engine), _greedy(hf))
+        assert _agrees(engine, hf)
     finally:
         sender.close(engine.call_workers)
     print(f"\n[gloo] {report.num_tensors} tensors, {report.num_bytes / 2**20:.2f} MiB in "
@@ -152,7 +174,7 @@ def test_corrupted_received_tensor_is_named_and_nothing_loaded(engine, hf):
     assert torch.equal(_greedy(engine), old)  # verified before loading: old weights intact
     assert leaked_segments(pid=os.getpid()) == []
     _sync(engine, hf, "shm")  # a clean sync goes through
-    assert torch.equal(_greedy(engine), _greedy(hf))
+    assert _agrees(engine, hf)
 
 
 def test_partial_sync_is_reported_when_verifying(engine, hf):
@@ -163,7 +185,7 @@ def test_partial_sync_is_reported_when_verifying(engine, hf):
     with pytest.raises(ValueError, match="not updated by the sync on receiver rank 0"):
         sender.sync(norms_only, engine.call_workers)
     _sync(engine, hf, "shm")
-    assert torch.equal(_greedy(engine), _greedy(hf))
+    assert _agrees(engine, hf)
 
 
 def _hf_log_probs(model: torch.nn.Module, out: dict, temperature: float) -> torch.Tensor:
@@ -179,7 +201,7 @@ def _hf_log_probs(model: torch.nn.Module, out: dict, temperature: float) -> torc
 def test_vllm_log_probs_match_hf_recomputed(engine, hf):
     _train_a_little(hf.model, seed=5)
     _sync(engine, hf, "shm", verify=False)
-    assert torch.equal(_greedy(engine), _greedy(hf))
+    assert _agrees(engine, hf)
     diffs = {}
     for temperature in (1.0, 0.7):
         out = engine.generate(PROMPTS, {"n": 2, "temperature": temperature, "max_tokens": MAX_TOKENS, "seed": 3})
@@ -292,8 +314,7 @@ def test_cuda_ipc_sync_with_sleep_mode(sleepy_engine, hf):
 
     engine = sleepy_engine
     _train_a_little(hf.model, seed=11)
-    expected = _greedy(hf)
-    assert not torch.equal(_greedy(engine), expected)
+    assert not _agrees(engine, hf)
     free_awake = torch.cuda.mem_get_info()[0]
     engine.sleep(level=1)
     freed = torch.cuda.mem_get_info()[0] - free_awake
@@ -302,7 +323,7 @@ def test_cuda_ipc_sync_with_sleep_mode(sleepy_engine, hf):
     report = sender.sync(named_parameters_for_sync(hf.model), engine.call_workers)
     engine.wake_up(tags=["kv_cache"])
     engine.after_weight_sync()
-    assert torch.equal(_greedy(engine), expected)
+    assert _agrees(engine, hf)
     assert freed > 100 * 2**20, f"sleep freed only {freed / 2**20:.0f} MiB"
     assert all(not r["layerwise"] for r in report.receivers)  # CUDA, unquantised: direct load
     print(f"\n[cuda_ipc+sleep] sleep freed {freed / 2**30:.2f} GiB; {report.num_buckets} buckets: "
@@ -316,8 +337,7 @@ def test_nccl_sync_to_other_gpu(gpu_engines, hf):
 
     engine = gpu_engines["split"]
     _train_a_little(hf.model, seed=12)
-    expected = _greedy(hf)
-    assert not torch.equal(_greedy(engine), expected)
+    assert not _agrees(engine, hf)
     sender = make_sender("nccl", bucket_size_mb=0.1, verify=True, timeout_s=120)
     sender.connect(engine.call_workers)
     try:
@@ -325,7 +345,7 @@ def test_nccl_sync_to_other_gpu(gpu_engines, hf):
             sender.verify = verify
             report = sender.sync(named_parameters_for_sync(hf.model), engine.call_workers)
             engine.after_weight_sync()
-            assert torch.equal(_greedy(engine), expected)
+            assert _agrees(engine, hf)
         name = "model.layers.0.self_attn.q_proj.weight"
         sender.verify = True
         from rlsys.weight_sync import WeightSyncMismatch
@@ -355,7 +375,7 @@ def test_tp2_engine_gloo_and_shm(tiny_qwen2_dir, hf, gpu_engines):
             report = sender.sync(named_parameters_for_sync(hf.model), engine.call_workers)
             engine.after_weight_sync()
             assert sorted(r["rank"] for r in report.receivers) == [0, 1]
-            assert torch.equal(_greedy(engine), _greedy(hf))
+            assert _agrees(engine, hf)
         gloo.close(engine.call_workers)
     finally:
         engine.shutdown()
