@@ -11,10 +11,13 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 case "$1" in
   tests)
-    RLSYS_TEST_DTYPE=bfloat16 timeout 330 python3 -m pytest -q -s -p no:cacheprovider \
-      tests/integration/test_vllm_weight_sync.py -k "not gloo_failed_peer" 2>&1 | tail -40
-    timeout 200 python3 -m pytest -q -s -p no:cacheprovider tests/integration/test_recipes.py \
-      -k "gpu_with_sleep" 2>&1 | tail -15 ;;
+    RLSYS_TEST_DTYPE=bfloat16 timeout 400 python3 -m pytest -q -s -p no:cacheprovider \
+      tests/integration/test_vllm_weight_sync.py -k "not gloo_failed_peer" > "$OUT/tests_bf16.log" 2>&1
+    grep -E "^\[|passed|failed|^FAILED|^E " "$OUT/tests_bf16.log" | tail -40 ;;
+  trainer_test)
+    timeout 300 python3 -m pytest -q -s -p no:cacheprovider tests/integration/test_recipes.py \
+      -k "gpu_with_sleep" > "$OUT/trainer_test.log" 2>&1
+    grep -E "^\[|passed|failed|^FAILED|^E " "$OUT/trainer_test.log" | tail -20 ;;
   grpo05)
     [ -d /tmp/q05 ] || python3 scripts/make_tiny_model.py --random --shape qwen2.5-0.5b --dtype bfloat16 --out /tmp/q05 | tail -1
     extra=""
