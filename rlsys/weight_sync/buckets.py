@@ -140,6 +140,7 @@ def pack_bucket(
     if out is None:
         first = tensors[plan.metas[0].name]
         out = torch.empty(plan.nbytes, dtype=torch.uint8, device=device or first.device)
+    dsts, srcs = [], []
     for name, view in tensor_views(out, plan):
         src = tensors[name]
         if src.dtype != view.dtype or tuple(src.shape) != tuple(view.shape):
@@ -147,7 +148,13 @@ def pack_bucket(
                 f"tensor {name!r} changed since planning: {src.dtype}{tuple(src.shape)} "
                 f"vs planned {view.dtype}{tuple(view.shape)}"
             )
-        view.copy_(src.detach())
+        dsts.append(view)
+        srcs.append(src.detach())
+    if all(src.device == out.device for src in srcs):
+        torch._foreach_copy_(dsts, srcs)  # one fused launch per bucket on CUDA (a loop on CPU)
+    else:  # e.g. a CUDA model packed into shared memory
+        for dst, src in zip(dsts, srcs):
+            dst.copy_(src)
     return out
 
 

@@ -1,9 +1,11 @@
 """GPU colocate transport: CUDA IPC handles of flat buckets, plus engine sleep/wake helpers.
 
-Sender (a trainer process sharing its GPU with a vLLM worker): packs every bucket into one
-flat `uint8` CUDA buffer and exports it with `torch.multiprocessing.reductions.reduce_tensor`,
-which returns `(rebuild_fn, args)`; the pair is pickled to bytes (vLLM's msgpack RPC accepts
-bytes, not functions). Handles are keyed by the sender GPU's UUID
+Sender (a trainer process sharing its GPU with a vLLM worker): packs every bucket into its
+slice of ONE flat `uint8` CUDA allocation (bucket starts aligned; one allocation means one
+`cudaIpcOpenMemHandle` per receiver and sync instead of one per bucket, which on a 7B model
+was a large share of the sync) and exports it with
+`torch.multiprocessing.reductions.reduce_tensor`, which returns `(rebuild_fn, args)`; the
+pair is pickled to bytes (vLLM's msgpack RPC accepts bytes, not functions). Handles are keyed by the sender GPU's UUID
 (`vllm.platforms.current_platform.get_device_uuid`, NVML-based, the same in 0.26 and 0.32),
 so several trainer ranks can contribute to one payload (`merge_ipc_handles`) and every vLLM
 worker picks the buffers living on its own physical GPU. A worker rebuilds each buffer with
@@ -27,7 +29,7 @@ from typing import Iterator
 
 import torch
 
-from rlsys.weight_sync.buckets import BucketPlan, iter_packed_buckets
+from rlsys.weight_sync.buckets import ALIGN_BYTES, BucketPlan, pack_bucket
 from rlsys.weight_sync.sender import CallReceivers, WeightSender
 
 
@@ -37,21 +39,35 @@ def device_uuid(index: int) -> str:
     return current_platform.get_device_uuid(index)
 
 
-def export_buckets(named, plans: list[BucketPlan], device: torch.device) -> tuple[list, list[bytes]]:
-    """Pack buckets on `device`; returns (buffers to keep alive, pickled IPC handles)."""
+def bucket_offsets(plans: list[BucketPlan]) -> list[int]:
+    """Start of each bucket inside the one flat buffer (aligned like tensors within buckets)."""
+    offsets, end = [], 0
+    for plan in plans:
+        start = (end + ALIGN_BYTES - 1) // ALIGN_BYTES * ALIGN_BYTES
+        offsets.append(start)
+        end = start + plan.nbytes
+    return offsets + [end]
+
+
+def export_buckets(named, plans: list[BucketPlan], device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Pack every bucket into one buffer on `device`; returns (buffer to keep alive, export).
+
+    The export is `{"handle": pickled IPC handle, "offsets": bucket starts}`.
+    """
     from torch.multiprocessing.reductions import reduce_tensor
 
-    buffers, handles = [], []
-    for _plan, buffer in iter_packed_buckets(named, plans, device=device):
-        buffers.append(buffer)
-        handles.append(pickle.dumps(reduce_tensor(buffer)))
+    offsets = bucket_offsets(plans)
+    flat = torch.empty(offsets[-1], dtype=torch.uint8, device=device)
+    by_name = dict(named)
+    for plan, start in zip(plans, offsets):
+        pack_bucket(by_name, plan, out=flat[start : start + plan.nbytes])
     torch.cuda.synchronize(device)  # receivers read on their own streams
-    return buffers, handles
+    return flat, {"handle": pickle.dumps(reduce_tensor(flat)), "offsets": offsets[:-1]}
 
 
-def merge_ipc_handles(parts: list[dict[str, list[bytes]]]) -> dict[str, list[bytes]]:
-    """Merge `{device_uuid: handles}` dicts from several trainer ranks (one GPU each)."""
-    merged: dict[str, list[bytes]] = {}
+def merge_ipc_handles(parts: list[dict[str, dict]]) -> dict[str, dict]:
+    """Merge `{device_uuid: export}` dicts from several trainer ranks (one GPU each)."""
+    merged: dict[str, dict] = {}
     for part in parts:
         for uuid, handles in part.items():
             if uuid in merged:
@@ -70,14 +86,18 @@ def receive_buckets(worker, payload: dict, group=None) -> Iterator:
                          f"handles came from {sorted(all_handles)}")
     plans = [BucketPlan.from_wire(b) for b in payload["buckets"]]
 
+    export = all_handles[uuid]
+    rebuild, args = pickle.loads(export["handle"])
+    args = list(args)
+    args[6] = worker.device.index
+    flat = rebuild(*args)
+
     def buckets():
-        for plan, blob in zip(plans, all_handles[uuid]):
-            rebuild, args = pickle.loads(blob)
-            args = list(args)
-            args[6] = worker.device.index
-            yield plan, rebuild(*args)
+        for plan, start in zip(plans, export["offsets"]):
+            yield plan, flat[start : start + plan.nbytes]
 
     yield buckets()
+    del flat
     torch.cuda.synchronize(worker.device)
 
 
@@ -91,12 +111,12 @@ class CudaIpcWeightSender(WeightSender):
         self.device = torch.device("cuda", torch.cuda.current_device() if device is None else device)
 
     def _transfer(self, named, plans, payload, call_receivers: CallReceivers) -> list[dict]:
-        buffers, handles = export_buckets(named, plans, self.device)
+        flat, export = export_buckets(named, plans, self.device)
         try:
-            payload = dict(payload, ipc_handles={device_uuid(self.device.index): handles})
+            payload = dict(payload, ipc_handles={device_uuid(self.device.index): export})
             return call_receivers("rlsys_receive", payload)
         finally:
-            del buffers
+            del flat
             torch.cuda.ipc_collect()  # free blocks the receivers released, and their ref counters
 
 

@@ -117,3 +117,15 @@ def test_fingerprint_same_bytes_any_dtype_view():
     t = torch.randn(64, 3)
     assert fingerprint(t) == fingerprint(t.contiguous().view(torch.int32))
     assert fingerprint(t.t()) == fingerprint(t.t().contiguous())
+
+
+def test_ipc_bucket_offsets_are_aligned_and_disjoint():
+    from rlsys.weight_sync.buckets import ALIGN_BYTES, plan_buckets
+    from rlsys.weight_sync.cuda_ipc import bucket_offsets
+
+    plans = plan_buckets([(f"t{i}", torch.float32, (n,)) for i, n in enumerate([3, 70, 5, 1000, 1])], 400)
+    offsets = bucket_offsets(plans)
+    assert len(offsets) == len(plans) + 1
+    for plan, start, nxt in zip(plans, offsets, offsets[1:]):
+        assert start % ALIGN_BYTES == 0 and start + plan.nbytes <= nxt
+    assert offsets[-1] == offsets[-2] + plans[-1].nbytes
