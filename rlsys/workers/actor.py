@@ -105,8 +105,8 @@ class ActorWorker(Worker, PolicyModelMixin):
         return out
 
     def named_weights(self):
-        """(HF name, full tensor) pairs in the actor's dtype, gathered shard by shard."""
-        return model_utils.full_state_dict(self.model)
+        """(HF name, full tensor) parameter pairs in the actor's dtype, gathered shard by shard."""
+        return model_utils.full_named_parameters(self.model)
 
     # ---- weight sync: rank 0 sends, every rank gathers its shards --------------------------
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)

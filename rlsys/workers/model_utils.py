@@ -63,6 +63,17 @@ def full_state_dict(model: torch.nn.Module):
         yield name, tensor.detach()
 
 
+def full_named_parameters(model: torch.nn.Module):
+    """Yield (HF name, full tensor) per parameter, tied parameters once (vLLM re-ties them).
+
+    Unlike the state dict, a tied `lm_head.weight` is not repeated: sending it would cost a
+    second copy of the embedding (27% of Qwen2.5-0.5B's bytes) that vLLM then skips.
+    """
+    for name, param in model.named_parameters():  # remove_duplicate=True drops tied aliases
+        tensor = param.full_tensor() if hasattr(param, "full_tensor") else param
+        yield name, tensor.detach()
+
+
 def response_log_probs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
