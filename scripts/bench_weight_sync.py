@@ -5,6 +5,8 @@ sends everything into a real vLLM engine (dummy-initialised, same architecture) 
 for each transport, in the same run:
 
 * `rlsys sync`: `make_sender(transport).sync(...)` end to end (pack, move, vLLM load);
+* `rlsys transport only` (info): the same sync with receivers that take every bucket (and
+  read each page of a mapped segment) but skip vLLM's load: the transport's share;
 * the baseline of the same bytes: NCCL split -> one flat broadcast of all bytes over the
   sender's own communicator; CUDA IPC colocate -> one device-to-device `copy_` of all bytes
   on the sender's GPU; shm / gloo (CPU) -> one host memcpy of all bytes (gloo also gets an
@@ -61,6 +63,7 @@ SHAPES = QWEN2_SHAPES
 CPU_TRANSPORTS, GPU_TRANSPORTS = ("shm", "gloo"), ("cuda_ipc", "nccl")
 BASELINE_NAME = {"nccl": "flat NCCL broadcast (same communicator)", "cuda_ipc": "device copy (same GPU)",
                  "shm": "memcpy (host)", "gloo": "memcpy (host)"}
+TRANSPORT_ONLY = "rlsys transport only (info: receivers skip the vLLM load)"
 SEED_NAME = {t: f"seed loop: RPC + {what} per param" for t, what in
     (("nccl", "broadcast"), ("gloo", "broadcast"), ("cuda_ipc", "IPC handle"), ("shm", "shm segment"))}
 
@@ -188,7 +191,8 @@ def methods_for(transport: str, sender, named, call_receivers, args, load_s: lis
         load_s.append(max(r.get("load_s", 0.0) for r in report.receivers))
         return report.sync_s
 
-    methods = {"rlsys sync": rlsys_sync_s}
+    methods = {"rlsys sync": rlsys_sync_s,
+               TRANSPORT_ONLY: lambda: bench.transport_only_s(sender, call_receivers, named)}
     if transport == "nccl":
         methods[BASELINE_NAME[transport]] = lambda: bench.flat_broadcast_s(sender, call_receivers, nbytes)
     else:

@@ -91,6 +91,24 @@ class BenchWeightSyncExtension(WeightSyncExtension):
         if transport == "cuda_ipc":
             torch.cuda.synchronize(self.device)  # the seed's colocate receiver does this
 
+    def rlsys_bench_receive_only(self, payload: dict) -> dict:
+        """`rlsys_receive` without the vLLM load: every bucket arrives and each page is read once.
+
+        Separates the transport's cost from `load_weights` in the benchmark table.
+        """
+        from rlsys.weight_sync.vllm_extension import transport_module
+
+        module = transport_module(payload["transport"])
+        group = self.__dict__.get("_rlsys_groups", {}).get(payload["transport"])
+        nbytes = 0
+        with module.receive_buckets(self, payload, group) as buckets:
+            for _plan, buffer in buckets:
+                if buffer.device.type == "cpu":
+                    int(buffer[::4096].sum())  # fault in every page of a mapped segment
+                nbytes += buffer.numel()
+        _sync_device(self.device)
+        return {"num_bytes": nbytes, "rank": 0}
+
     def rlsys_bench_sync_device(self) -> None:
         """Wait for this worker's queued GPU work (end of a timed seed loop)."""
         _sync_device(self.device)
@@ -170,6 +188,15 @@ def seed_loop_s(sender: WeightSender, call_receivers: CallReceivers,
     if sender.transport == "cuda_ipc":
         torch.cuda.ipc_collect()
     return elapsed
+
+
+def transport_only_s(sender: WeightSender, call_receivers: CallReceivers,
+                     named: list[tuple[str, torch.Tensor]]) -> float:
+    """Seconds of `sender.sync(named)` with receivers that receive but do not load."""
+    def receive_only(method: str, *args):
+        return call_receivers("rlsys_bench_receive_only" if method == "rlsys_receive" else method, *args)
+
+    return sender.sync(named, receive_only).sync_s
 
 
 def per_param_sync_s(sender: WeightSender, call_receivers: CallReceivers,
