@@ -37,9 +37,12 @@ class HFWeightReceiver:
         return {"rank": rank}
 
     def rlsys_close_groups(self) -> None:
+        from rlsys.weight_sync.shm import MAPPINGS_ATTR
+
         for group in self.groups.values():
             group.close()
         self.groups = {}
+        self.__dict__.pop(MAPPINGS_ATTR, None)
 
     @torch.no_grad()
     def rlsys_receive(self, payload: dict) -> dict:

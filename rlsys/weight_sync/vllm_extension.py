@@ -62,9 +62,12 @@ class WeightSyncExtension:
         return {"rank": rank}
 
     def rlsys_close_groups(self) -> None:
-        """Leave every group made by `rlsys_init_group`."""
+        """Leave every group made by `rlsys_init_group`; drop kept shared-memory mappings."""
+        from rlsys.weight_sync.shm import MAPPINGS_ATTR
+
         for group in self.__dict__.pop("_rlsys_groups", {}).values():
             group.close()
+        self.__dict__.pop(MAPPINGS_ATTR, None)
 
     def rlsys_receive(self, payload: dict) -> dict:
         """Receive one full sync (all buckets), verify, load; returns the report dict."""

@@ -14,6 +14,7 @@ to a second GPU and a tensor-parallel-2 engine (two GPUs).
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -128,13 +129,21 @@ def test_greedy_matches_hf_on_initial_weights(engine, hf):
 
 
 def test_shm_sync_then_greedy_matches_hf(engine, hf):
+    from rlsys.weight_sync import make_sender
     from rlsys.weight_sync.shm import leaked_segments
 
     _train_a_little(hf.model, seed=1)
     assert not _agrees(engine, hf), "training did not change greedy outputs"
-    report = _sync(engine, hf, "shm")
+    sender = make_sender("shm", bucket_size_mb=0.1, verify=True)
+    report = _sync(engine, hf, "shm", sender=sender)
     assert _agrees(engine, hf)
     assert report.num_buckets > 1 and report.receivers[0]["num_checked_after_load"] > 0
+    names = sender.segment_names()
+    _train_a_little(hf.model, seed=6)  # the next sync reuses the same segments
+    report = _sync(engine, hf, "shm", sender=sender)
+    assert _agrees(engine, hf) and sender.segment_names() == names
+    assert leaked_segments(pid=os.getpid()) == sorted(names)
+    sender.close()
     assert leaked_segments(pid=os.getpid()) == []
     print(f"\n[shm] {report.num_tensors} tensors, {report.num_bytes / 2**20:.2f} MiB in "
           f"{report.num_buckets} buckets: sync {report.sync_s * 1e3:.1f} ms "
@@ -173,6 +182,8 @@ def test_corrupted_received_tensor_is_named_and_nothing_loaded(engine, hf):
         _sync(engine, hf, "shm", corrupt_param_for_test=name)
     assert info.value.name == name and info.value.stage == "received" and info.value.rank == 0
     assert torch.equal(_greedy(engine), old)  # verified before loading: old weights intact
+    del info  # its traceback holds the failed sender; collected, it unlinks its segments
+    gc.collect()
     assert leaked_segments(pid=os.getpid()) == []
     _sync(engine, hf, "shm")  # a clean sync goes through
     assert _agrees(engine, hf)
