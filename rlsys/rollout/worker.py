@@ -2,7 +2,8 @@
 `rollout.name=hf`) and turns a DataProto of prompts into a DataProto of sampled responses.
 
 With tensor parallelism t, every t-th rank of the group leads one engine that spans its t
-devices; the other ranks hold none and receive no prompts (see `dispatch_to_engines`).
+devices; the other ranks hold none and receive no prompts (`dispatch_to_engines` splits a
+batch over the leaders only; the driver sets `engine_tp_size` on the group).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 import torch
 
-from rlsys.protocol import DataProto
+from rlsys.protocol import DataProto, pad_dataproto_to_divisor
 from rlsys.single_controller import Dispatch, Worker, register
 from rlsys.workers import model_utils
 
@@ -22,6 +23,30 @@ def left_pad_to(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
     if missing < 0:
         raise ValueError(f"prompt width {t.shape[1]} exceeds data.max_prompt_length={length}")
     return torch.nn.functional.pad(t, (missing, 0), value=value) if missing else t
+
+
+PAD_KEY = "rlsys_padded_prompts"  # meta_info of the last engine's chunk: prompts added to even out
+
+
+def dispatch_to_engines(wg, prompts: DataProto):
+    """Equal chunks to the engine-leading ranks (every `engine_tp_size`-th), empty to the rest.
+
+    Pads with copies of the first rows so the prompts split evenly; the last engine drops
+    what it generated for them.
+    """
+    tp = getattr(wg, "engine_tp_size", 1)
+    if not isinstance(prompts, DataProto):
+        raise ValueError(f"prompts must be a DataProto, got {type(prompts).__name__}")
+    padded, pad = pad_dataproto_to_divisor(prompts, wg.world_size // tp)
+    chunks = padded.chunk(wg.world_size // tp)
+    chunks[-1].meta_info[PAD_KEY] = pad
+    empty = padded[:0]
+    return ([chunks[r // tp] if r % tp == 0 else empty for r in range(wg.world_size)],), {}
+
+
+def collect_from_engines(wg, outputs: list) -> DataProto:
+    tp = getattr(wg, "engine_tp_size", 1)
+    return DataProto.concat([out for rank, out in enumerate(outputs) if rank % tp == 0])
 
 
 class RolloutWorker(Worker):
@@ -45,11 +70,25 @@ class RolloutWorker(Worker):
         return self.rank // self.tp_size
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def init_engine(self) -> None:
+    def accelerator_ids(self) -> list[str]:
+        """The GPU ids Ray gave this rank ([] on CPU)."""
+        import ray
+
+        return [str(i) for i in ray.get_gpu_ids()]
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_engine(self, ids_by_rank: list[list[str]] | None = None) -> None:
+        """Create the engine on leader ranks. `ids_by_rank` (GPU ids of every rollout rank)
+        lets a tensor-parallel leader's engine processes see its peers' GPUs."""
         cfg = self.config
         self.device = model_utils.resolve_device(cfg.trainer.device)
         if not self.leads_engine:
             return
+        if self.tp_size > 1 and ids_by_rank and any(ids_by_rank):
+            # vLLM starts its TP workers as child processes that inherit this variable;
+            # this process's own CUDA context (already created) keeps its single GPU.
+            peers = ids_by_rank[self.rank : self.rank + self.tp_size]
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(i for ids in peers for i in ids)
         dtype = model_utils.resolve_dtype(cfg.model.dtype, self.device)
         if cfg.rollout.name == "hf":
             from rlsys.rollout.hf_engine import HFEngine
@@ -83,11 +122,14 @@ class RolloutWorker(Worker):
             "logprobs": True,
         }
 
-    @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
-    def generate_sequences(self, prompts: DataProto) -> DataProto:
+    @register(dispatch_mode={"dispatch_fn": dispatch_to_engines, "collect_fn": collect_from_engines})
+    def generate_sequences(self, prompts: DataProto) -> DataProto | None:
         """prompts: `prompt_ids`/`prompt_mask` (batch, P) -> rollout tensors, n rows per prompt."""
         if self.engine is None:
+            if len(prompts) == 0:  # a tensor-parallel peer: its leader's engine covers it
+                return None
             raise RuntimeError(f"rollout rank {self.rank} leads no engine (tensor_parallel_size={self.tp_size})")
+        padded = int(prompts.meta_info.get(PAD_KEY, 0))
         ids, mask = prompts.batch["prompt_ids"], prompts.batch["prompt_mask"]
         prompt_lists = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
         self.wake_for_generation()
@@ -102,7 +144,8 @@ class RolloutWorker(Worker):
         out["input_ids"] = left_pad_to(out["input_ids"], width + out["responses"].shape[1], pad)
         out["attention_mask"] = left_pad_to(out["attention_mask"], out["input_ids"].shape[1], 0)
         out["position_ids"] = (out["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-        return DataProto.from_dict(out)
+        result = DataProto.from_dict(out)
+        return result[: len(result) - padded * (len(result) // len(prompts))] if padded else result
 
     # ---- sleep mode (GPU colocate): free the KV cache while the actor trains ------------
     # vLLM 0.26's wake_up remaps every tag it is given, awake or not (0.32 checks); waking "weights" twice

@@ -84,7 +84,7 @@ def launch(config, run_dir: Path) -> dict:
         for group in (roles.actor, roles.reference, roles.critic):
             if group is not None:
                 group.init_model()
-        roles.rollout.init_engine()
+        roles.rollout.init_engine(roles.rollout.accelerator_ids())
         weight_sync = WeightSyncDriver(config, roles, "cuda" if use_gpu else "cpu")
         checkpoints = CheckpointManager.from_config(config, run_dir, roles, loader, weight_sync)
         trainer = RLTrainer(config, roles, loader, val_batch, shapes, run_dir, weight_sync, checkpoints)

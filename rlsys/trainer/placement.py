@@ -133,6 +133,7 @@ def build_role_groups(config, model_path: str, use_gpu: bool, needs_ref: bool, n
         rollout_views, rollout_wg = _spawn(config, rollout_pool, rollout_role, "rollout")
         views.update(rollout_views)
         groups = [train_wg, rollout_wg]
+    views["rollout"].engine_tp_size = config.rollout.tensor_parallel_size  # for dispatch_to_engines
     custom, own_groups = _own_pool_roles(config, model_path, use_gpu)
     custom.update({name: views[name] for name, role in custom_role_specs(config).items()
                    if role.placement == "colocate"})

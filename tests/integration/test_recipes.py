@@ -113,3 +113,20 @@ def test_grpo_colocated_on_gpu_with_sleep_mode(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(math.isfinite(r["actor/pg_loss"]) and r["timing_s/sync_weights"] > 0 for r in rows)
     print("\n[gpu colocate+sleep] step s:", [round(r["timing_s/step"], 3) for r in rows])
+
+
+def test_tensor_parallel_rollout_over_two_ranks_in_both_placements(tmp_path):
+    """Issue 6's topologies scaled to two CPU ranks: actor FSDP2 over 2 gloo ranks and one vLLM
+    engine with tensor parallel 2; split (gloo to both engine ranks) and colocate (shared memory),
+    verified syncs. Same seed: the same greedy validation outputs after training."""
+    outputs = {}
+    for placement in ("split", "colocate"):
+        run_dir = tmp_path / placement
+        proc = run_main(run_dir, "+recipe=grpo", f"placement={placement}", "trainer.n_devices_per_node=2",
+                        "trainer.rollout_devices_per_node=2", "rollout.tensor_parallel_size=2",
+                        "trainer.total_steps=2", "trainer.test_freq=2", "weight_sync.verify=true")
+        assert proc.returncode == 0
+        rows = [r for r in read_metrics(run_dir) if r["step"] > 0]
+        assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["actor/pg_loss"]) for r in rows)
+        outputs[placement] = [json.loads(l)["response_ids"] for l in (run_dir / "val_generations.jsonl").read_text().splitlines()]
+    assert outputs["split"] == outputs["colocate"] and len(outputs["split"]) > 0
