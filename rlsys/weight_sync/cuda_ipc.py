@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import pickle
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -102,20 +102,34 @@ def receive_buckets(worker, payload: dict, group=None) -> Iterator:
 
 
 class CudaIpcWeightSender(WeightSender):
-    """Shares buckets with colocated vLLM workers through CUDA IPC (one trainer GPU)."""
+    """Shares buckets with colocated vLLM workers through CUDA IPC.
+
+    One trainer GPU: `CudaIpcWeightSender().sync(named, call_receivers)`. Several trainer
+    ranks, one GPU each (engines spanning or spread over their GPUs): every rank calls
+    `sync` with the same full tensors; `exchange(obj) -> [obj of every rank]` and `barrier()`
+    (e.g. `torch.distributed.all_gather_object` / `barrier`) let each rank export its own
+    copy, and only the rank given `call_receivers` (the others pass None) sends the merged
+    handles; every rank keeps its buffer until the receivers are done.
+    """
 
     transport = "cuda_ipc"
 
-    def __init__(self, bucket_size_mb: float = 256, verify: bool = False, device: int | None = None):
+    def __init__(self, bucket_size_mb: float = 256, verify: bool = False, device: int | None = None,
+                 exchange: Callable[[dict], list] | None = None, barrier: Callable[[], None] | None = None):
         super().__init__(bucket_size_mb, verify)
         self.device = torch.device("cuda", torch.cuda.current_device() if device is None else device)
+        self.exchange = exchange or (lambda obj: [obj])
+        self.barrier = barrier or (lambda: None)
 
-    def _transfer(self, named, plans, payload, call_receivers: CallReceivers) -> list[dict]:
+    def _transfer(self, named, plans, payload, call_receivers: CallReceivers | None) -> list[dict]:
         flat, export = export_buckets(named, plans, self.device)
         try:
-            payload = dict(payload, ipc_handles={device_uuid(self.device.index): export})
-            return call_receivers("rlsys_receive", payload)
+            handles = merge_ipc_handles(self.exchange({device_uuid(self.device.index): export}))
+            if call_receivers is None:
+                return []
+            return call_receivers("rlsys_receive", dict(payload, ipc_handles=handles))
         finally:
+            self.barrier()  # no rank frees its buffer while a receiver may still read it
             del flat
             torch.cuda.ipc_collect()  # free blocks the receivers released, and their ref counters
 

@@ -96,7 +96,7 @@ class WeightSender(abc.ABC):
             "corrupt_param_for_test": corrupt_param_for_test,
             "load_mode": self.load_mode,
         }
-        reports = self._transfer(named, plans, payload, call_receivers)
+        reports = self._transfer(named, plans, payload, call_receivers)  # [] on non-sending ranks
         check_reports(reports, self.verify)
         return SyncReport(
             num_tensors=len(named),

@@ -108,11 +108,14 @@ class ActorWorker(Worker, PolicyModelMixin):
         """(HF name, full tensor) parameter pairs in the actor's dtype, gathered shard by shard."""
         return model_utils.full_named_parameters(self.model)
 
-    # ---- weight sync: rank 0 sends, every rank gathers its shards --------------------------
+    # ---- weight sync: every rank gathers its shards; rank 0 sends --------------------------
+    # (cuda_ipc with several ranks: every rank exports its own GPU's copy, rank 0 sends them all,
+    # because each vLLM worker may only open memory on its own GPU)
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def connect_rollout(self, rollout_handles: list, transport: str, sync_cfg) -> None:
-        """Build the sender on rank 0; broadcast transports form their group with the engines here."""
-        if self.rank != 0:
+        """Build the sender(s); broadcast transports form their group with the engines here."""
+        self.sends_from_every_rank = transport == "cuda_ipc" and self.world_size > 1
+        if self.rank != 0 and not self.sends_from_every_rank:
             return
         import ray
 
@@ -122,17 +125,29 @@ class ActorWorker(Worker, PolicyModelMixin):
             refs = [h.rollout_call_engine_workers.remote(method, *args) for h in rollout_handles]
             return [r for per_rank in ray.get(refs, timeout=sync_cfg.timeout_s) for r in per_rank]
 
-        self.call_receivers = call_receivers
+        self.call_receivers = call_receivers if self.rank == 0 else None
         self.sender = make_sender(transport, sync_cfg.bucket_size_mb, sync_cfg.verify, sync_cfg.timeout_s,
                                   host=ray.util.get_node_ip_address(), load_mode=sync_cfg.load_mode)
-        self.sender.connect(call_receivers)
+        if self.sends_from_every_rank:
+            import torch.distributed as dist
+
+            def exchange(obj) -> list:
+                parts = [None] * self.world_size
+                dist.all_gather_object(parts, obj)
+                return parts
+
+            self.sender.exchange, self.sender.barrier = exchange, dist.barrier
+        if self.rank == 0:
+            self.sender.connect(call_receivers)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def sync_weights(self, corrupt_param_for_test: str | None = None):
         named = list(self.named_weights())
-        if self.rank != 0:
+        if self.rank != 0 and not getattr(self, "sends_from_every_rank", False):
             return None
         report = self.sender.sync(named, self.call_receivers, corrupt_param_for_test=corrupt_param_for_test)
+        if self.rank != 0:
+            return None
         return {"weight_sync/num_bytes": report.num_bytes, "weight_sync/num_buckets": report.num_buckets,
                 "weight_sync/sync_s": report.sync_s}
 
