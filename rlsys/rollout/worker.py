@@ -55,6 +55,7 @@ class RolloutWorker(Worker):
         self.config = config
         self.model_path = model_path
         self.engine = None
+        self.sleep_mode = False  # GPU colocate with rollout.free_cache_engine: sleep between rollouts
         self.asleep: set[str] = set()  # vLLM memory tags now offloaded/freed (sleep mode)
 
     @property
@@ -100,16 +101,15 @@ class RolloutWorker(Worker):
             return
         from rlsys.rollout.vllm_engine import VLLMEngine
 
-        sleep = self.device.type == "cuda" and cfg.placement == "colocate" and cfg.rollout.free_cache_engine
+        self.sleep_mode = self.device.type == "cuda" and cfg.placement == "colocate" and cfg.rollout.free_cache_engine
         self.engine = VLLMEngine(
             self.model_path, dtype=str(dtype).removeprefix("torch."),
             tensor_parallel_size=self.tp_size, max_model_len=cfg.rollout.max_model_len,
             seed=cfg.trainer.seed + self.engine_index, enforce_eager=cfg.rollout.enforce_eager,
-            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_sleep_mode=sleep,
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_sleep_mode=self.sleep_mode,
             kv_cache_space_gb=cfg.rollout.kv_cache_space_gb,
         )
-        if sleep:
-            self.release_memory()
+        self.release_memory()
 
     def _sampling(self, validate: bool) -> dict:
         r = self.config.rollout
@@ -132,7 +132,7 @@ class RolloutWorker(Worker):
         padded = int(prompts.meta_info.get(PAD_KEY, 0))
         ids, mask = prompts.batch["prompt_ids"], prompts.batch["prompt_mask"]
         prompt_lists = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
-        self.wake_for_generation()
+        self.wake()
         sampling = self._sampling(bool(prompts.meta_info.get("validate")))
         if prompts.meta_info.get("seed") is not None:  # per-step seeds: runs replay exactly
             sampling["seed"] = int(prompts.meta_info["seed"]) + self.engine_index * 1_000_003
@@ -155,9 +155,7 @@ class RolloutWorker(Worker):
     SLEEP_TAGS = ("weights", "kv_cache")
 
     def release_memory(self) -> None:
-        if self.asleep or not hasattr(self.engine, "sleep"):
-            return
-        if self.device.type == "cuda" and self.config.placement == "colocate" and self.config.rollout.free_cache_engine:
+        if self.sleep_mode and not self.asleep:
             self.engine.sleep(level=1)
             self.asleep = set(self.SLEEP_TAGS)
 
@@ -167,9 +165,6 @@ class RolloutWorker(Worker):
         if todo:
             self.engine.wake_up(tags=todo)
             self.asleep -= set(todo)
-
-    def wake_for_generation(self) -> None:
-        self.wake()
 
     # ---- weight sync: receiver calls run on every vLLM worker of this engine ------------
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)

@@ -68,7 +68,8 @@ def dtype_from_name(name: str) -> torch.dtype:
     return dtype
 
 
-def _align(n: int) -> int:
+def aligned(n: int) -> int:
+    """`n` rounded up to a multiple of ALIGN_BYTES (where a tensor or bucket may start)."""
     return (n + ALIGN_BYTES - 1) // ALIGN_BYTES * ALIGN_BYTES
 
 
@@ -99,7 +100,7 @@ def plan_buckets(
         seen.add(name)
         shape = tuple(int(s) for s in shape)
         nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        offset = _align(used)
+        offset = aligned(used)
         if current and offset + nbytes > bucket_size_bytes:
             close()
             offset = 0

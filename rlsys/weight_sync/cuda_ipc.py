@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from rlsys.weight_sync.buckets import ALIGN_BYTES, BucketPlan, pack_bucket
+from rlsys.weight_sync.buckets import BucketPlan, aligned, pack_bucket
 from rlsys.weight_sync.sender import CallReceivers, WeightSender
 
 
@@ -43,7 +43,7 @@ def bucket_offsets(plans: list[BucketPlan]) -> list[int]:
     """Start of each bucket inside the one flat buffer (aligned like tensors within buckets)."""
     offsets, end = [], 0
     for plan in plans:
-        start = (end + ALIGN_BYTES - 1) // ALIGN_BYTES * ALIGN_BYTES
+        start = aligned(end)
         offsets.append(start)
         end = start + plan.nbytes
     return offsets + [end]

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from rlsys.weight_sync.buckets import BucketPlan, iter_packed_buckets
-from rlsys.weight_sync.sender import CallReceivers, WeightSender, call_in_background
+from rlsys.weight_sync.sender import BroadcastWeightSender, CallReceivers, call_in_background
 
 
 class WeightSyncPeerError(RuntimeError):
@@ -112,16 +112,14 @@ def receive_buckets(worker, payload: dict, group: GlooGroup | None) -> Iterator:
     yield buckets()
 
 
-class GlooWeightSender(WeightSender):
+class GlooWeightSender(BroadcastWeightSender):
     """Broadcasts buckets over a stateless gloo group to one vLLM engine's workers."""
 
     transport = "gloo"
 
     def __init__(self, bucket_size_mb: float = 256, verify: bool = False,
                  host: str = "127.0.0.1", timeout_s: float = 120.0, connect_timeout_s: float = 300.0):
-        super().__init__(bucket_size_mb, verify)
-        self.host, self.timeout_s, self.connect_timeout_s = host, timeout_s, connect_timeout_s
-        self.group: GlooGroup | None = None
+        super().__init__(bucket_size_mb, verify, host, timeout_s, connect_timeout_s)
         self._store: dist.TCPStore | None = None
 
     def connect(self, call_receivers: CallReceivers) -> None:
@@ -141,20 +139,16 @@ class GlooWeightSender(WeightSender):
         call.join_result(self.connect_timeout_s)
 
     def close(self, call_receivers: CallReceivers | None = None) -> None:
-        if call_receivers is not None:
-            call_receivers("rlsys_close_groups")
-        if self.group is not None:
-            self.group.close()
-        self.group, self._store = None, None
+        super().close(call_receivers)
+        self._store = None
 
     def _transfer(self, named, plans, payload, call_receivers: CallReceivers) -> list[dict]:
-        if self.group is None:
-            raise ValueError("GlooWeightSender.sync called before connect()")
+        group = self.connected_group()
         call = call_in_background(call_receivers, "rlsys_receive", payload)
         start = time.perf_counter()
         for index, (plan, buffer) in enumerate(iter_packed_buckets(named, plans, device="cpu")):
             try:
-                self.group.broadcast(buffer, src=0)
+                group.broadcast(buffer, src=0)
             except RuntimeError as exc:
                 raise WeightSyncPeerError(
                     f"gloo broadcast of bucket {index}/{len(plans)} failed after "

@@ -33,7 +33,7 @@ import torch
 
 from rlsys.weight_sync.buckets import BucketPlan, iter_packed_buckets
 from rlsys.weight_sync.gloo import WeightSyncPeerError
-from rlsys.weight_sync.sender import CallReceivers, WeightSender, call_in_background
+from rlsys.weight_sync.sender import BroadcastWeightSender, CallReceivers, call_in_background
 
 PIPELINE_DEPTH = 2
 
@@ -117,7 +117,7 @@ def _wait_event(event, timeout_s: float, what: str) -> None:
         time.sleep(0.0001)  # fine-grained: this wait is on the sync's critical path
 
 
-class NcclWeightSender(WeightSender):
+class NcclWeightSender(BroadcastWeightSender):
     """Broadcasts buckets from this process's current GPU to one vLLM engine's workers."""
 
     transport = "nccl"
@@ -125,10 +125,8 @@ class NcclWeightSender(WeightSender):
     def __init__(self, bucket_size_mb: float = 256, verify: bool = False,
                  host: str = "127.0.0.1", timeout_s: float = 120.0, device: int | None = None,
                  connect_timeout_s: float = 300.0):
-        super().__init__(bucket_size_mb, verify)
-        self.host, self.timeout_s, self.connect_timeout_s = host, timeout_s, connect_timeout_s
+        super().__init__(bucket_size_mb, verify, host, timeout_s, connect_timeout_s)
         self.device = torch.device("cuda", torch.cuda.current_device() if device is None else device)
-        self.group: NcclGroup | None = None
 
     def connect(self, call_receivers: CallReceivers) -> None:
         world_size = 1 + len(call_receivers("rlsys_worker_info"))
@@ -144,22 +142,14 @@ class NcclWeightSender(WeightSender):
                                      self.connect_timeout_s, listen_socket=listen)
         call.join_result(self.connect_timeout_s)
 
-    def close(self, call_receivers: CallReceivers | None = None) -> None:
-        if call_receivers is not None:
-            call_receivers("rlsys_close_groups")
-        if self.group is not None:
-            self.group.close()
-        self.group = None
-
     def _transfer(self, named, plans, payload, call_receivers: CallReceivers) -> list[dict]:
-        if self.group is None:
-            raise ValueError("NcclWeightSender.sync called before connect()")
+        group = self.connected_group()
         call = call_in_background(call_receivers, "rlsys_receive", payload)
         with torch.cuda.device(self.device):
             side = torch.cuda.Stream(device=self.device)
             in_flight: deque = deque()
             for index, (plan, buffer) in enumerate(iter_packed_buckets(named, plans, device=self.device)):
-                in_flight.append(broadcast_on_side_stream(self.group, buffer, side))
+                in_flight.append(broadcast_on_side_stream(group, buffer, side))
                 del buffer  # kept alive by record_stream until its broadcast is done
                 if len(in_flight) > PIPELINE_DEPTH:  # bound the packed buckets alive at once
                     _wait_event(in_flight.popleft(), self.timeout_s, f"NCCL broadcast of bucket {index}")

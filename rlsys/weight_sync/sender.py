@@ -68,10 +68,10 @@ class WeightSender(abc.ABC):
 
     transport: str = ""
 
-    def __init__(self, bucket_size_mb: float = 256, verify: bool = False, load_mode: str = "auto"):
+    def __init__(self, bucket_size_mb: float = 256, verify: bool = False):
         self.bucket_size_bytes = mb_to_bytes(bucket_size_mb)
         self.verify = verify
-        self.load_mode = load_mode  # receiver: auto | layerwise | direct (see receiver.py)
+        self.load_mode = "auto"  # receivers' auto | layerwise | direct (receiver.py); make_sender sets it
 
     def connect(self, call_receivers: CallReceivers) -> None:
         """Set up a group with the receivers (broadcast transports); no-op by default."""
@@ -92,7 +92,8 @@ class WeightSender(abc.ABC):
         payload: dict[str, Any] = {
             "transport": self.transport,
             "buckets": [p.to_wire() for p in plans],
-            "fingerprints": fingerprints(named) if self.verify else None,
+            # only a rank that calls the receivers sends them (cuda_ipc export-only ranks pass None)
+            "fingerprints": fingerprints(named) if self.verify and call_receivers is not None else None,
             "corrupt_param_for_test": corrupt_param_for_test,
             "load_mode": self.load_mode,
         }
@@ -111,6 +112,29 @@ class WeightSender(abc.ABC):
         self, named: list, plans: list[BucketPlan], payload: dict, call_receivers: CallReceivers
     ) -> list[dict]:
         """Move the buckets; return the receivers' reports."""
+
+
+class BroadcastWeightSender(WeightSender):
+    """Base of the streamed transports (gloo, nccl): a group of this process (rank 0) and the
+    receivers, made by the subclass's `connect`, left by `close`."""
+
+    def __init__(self, bucket_size_mb: float, verify: bool, host: str, timeout_s: float,
+                 connect_timeout_s: float):
+        super().__init__(bucket_size_mb, verify)
+        self.host, self.timeout_s, self.connect_timeout_s = host, timeout_s, connect_timeout_s
+        self.group: Any = None
+
+    def connected_group(self):
+        if self.group is None:
+            raise ValueError(f"{type(self).__name__}.sync called before connect()")
+        return self.group
+
+    def close(self, call_receivers: CallReceivers | None = None) -> None:
+        if call_receivers is not None:
+            call_receivers("rlsys_close_groups")
+        if self.group is not None:
+            self.group.close()
+        self.group = None
 
 
 class _Call(threading.Thread):
