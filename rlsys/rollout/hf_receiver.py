@@ -37,12 +37,14 @@ class HFWeightReceiver:
         return {"rank": rank}
 
     def rlsys_close_groups(self) -> None:
+        from rlsys.weight_sync.cuda_ipc import EXPORTS_ATTR
         from rlsys.weight_sync.shm import MAPPINGS_ATTR
 
         for group in self.groups.values():
             group.close()
         self.groups = {}
-        self.__dict__.pop(MAPPINGS_ATTR, None)
+        for attr in (MAPPINGS_ATTR, EXPORTS_ATTR):
+            self.__dict__.pop(attr, None)
 
     @torch.no_grad()
     def rlsys_receive(self, payload: dict) -> dict:
@@ -50,7 +52,7 @@ class HFWeightReceiver:
         state = self.model.state_dict()
         received: list[tuple[str, torch.Tensor]] = []
         with module.receive_buckets(self, payload, self.groups.get(payload["transport"])) as buckets:
-            for plan, buffer in buckets:
+            for plan, buffer, *_ in buckets:
                 assert isinstance(plan, BucketPlan)
                 received += [(n, t.clone()) for n, t in tensor_views(buffer, plan)]
         corrupt = payload.get("corrupt_param_for_test")

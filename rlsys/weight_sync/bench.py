@@ -102,7 +102,7 @@ class BenchWeightSyncExtension(WeightSyncExtension):
         group = self.__dict__.get("_rlsys_groups", {}).get(payload["transport"])
         nbytes = 0
         with module.receive_buckets(self, payload, group) as buckets:
-            for _plan, buffer in buckets:
+            for _plan, buffer, *_ in buckets:
                 if buffer.device.type == "cpu":
                     int(buffer[::4096].sum())  # fault in every page of a mapped segment
                 nbytes += buffer.numel()

@@ -1,7 +1,7 @@
 """Receiver side of weight sync, shared by every transport: verify, then load into vLLM.
 
 Runs inside a vLLM worker process (called from `WeightSyncExtension.rlsys_receive`). A
-transport yields `(BucketPlan, uint8 buffer)` pairs; this module turns each buffer into
+transport yields `(BucketPlan, uint8 buffer[, reuse key])`; this module turns each buffer into
 named tensor views, checks their fingerprints against the sender's (when given), and feeds
 them to the model's own `load_weights`, wrapped in vLLM's layerwise reload:
 
@@ -22,20 +22,24 @@ them, we fall back to plain `load_weights`, correct wherever weights are not rep
 loading (GPU, unquantised). Layerwise reload is only needed where loading is followed by a
 repack: `needs_layerwise_reload` says so for CPU and quantised models; elsewhere (CUDA,
 unquantised) `load_weights` writes straight into the parameters, which saves one staging
-copy of every layer and the per-layer bookkeeping (most of the load time on GPU). With verification on, every bucket is received (broadcasts
-are drained to the end, so no rank is left waiting) and checked before anything is loaded:
-a mismatch leaves the engine's current weights untouched.
+copy of every layer and the per-layer bookkeeping (most of the load time on GPU). Direct
+loads of buckets that come with a reuse key (the same memory at every sync: zero-copy CUDA
+IPC) are recorded once and then replayed as one fused copy (`rlsys.weight_sync.copy_plan`),
+skipping `load_weights`' per-parameter Python. With verification on, every bucket is
+received (broadcasts are drained to the end, so no rank is left waiting) and checked before
+anything is loaded: a mismatch leaves the engine's current weights untouched.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Hashable, Iterable, Iterator
 
 import torch
 
-from rlsys.weight_sync.buckets import BucketPlan, dtype_name, tensor_views
+from rlsys.weight_sync.buckets import dtype_name, tensor_views
+from rlsys.weight_sync.copy_plan import record_load
 from rlsys.weight_sync.verify import corrupt_for_test, fingerprint, first_mismatch
 
 
@@ -115,32 +119,66 @@ def _check_after_load(
 
 
 def _received_views(
-    buckets: Iterable[tuple[BucketPlan, torch.Tensor]], corrupt_param_for_test: str | None, report: dict
-) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Named views of each bucket in turn; counts them into `report`; applies the test hook."""
-    for plan, buffer in buckets:
+    buckets: Iterable[tuple], corrupt_param_for_test: str | None, report: dict
+) -> Iterator[tuple[list[tuple[str, torch.Tensor]], Hashable | None]]:
+    """`(named views, reuse key)` of each bucket in turn; counts them into `report`.
+
+    Transports yield `(plan, buffer)` or `(plan, buffer, reuse_key)`; a reuse key says the
+    buffer is the same memory, with the same layout, at every sync that yields that key
+    (copy plans may be replayed from it). The test hook corrupts a copy of the named
+    tensor, never the buffer: with zero-copy IPC the buffer is the trainer's own parameter.
+    """
+    for plan, buffer, *rest in buckets:
         views = tensor_views(buffer, plan)
         report["num_buckets"] += 1
         report["num_tensors"] += len(views)
         report["num_bytes"] += sum(m.nbytes for m in plan.metas)
-        for name, view in views:
+        reuse_key = rest[0] if rest else None
+        for i, (name, view) in enumerate(views):
             if name == corrupt_param_for_test:
-                corrupt_for_test(view)
-        yield views
+                views[i] = (name, view.clone())
+                corrupt_for_test(views[i][1])
+                reuse_key = None
+        yield views, reuse_key
 
 
-def _load_all(model, model_config, bucket_views: Iterable[list], layerwise: bool) -> tuple[set[str], dict[str, tuple]]:
-    """Feed every bucket to `model.load_weights` (under layerwise reload when `layerwise`).
+def _load_bucket(model, views: list, reuse_key: Hashable | None, copy_plans: dict | None, report: dict) -> set[str]:
+    """Load one bucket: replay its copy plan if there is one, else `load_weights` (recorded
+    into a new plan when the bucket has a reuse key and `copy_plans` is given)."""
+    if copy_plans is None or reuse_key is None:
+        return set(model.load_weights(weights=views) or ())
+    plan = copy_plans.get(reuse_key)
+    if plan is not None and plan.replay(model):
+        report["num_replayed"] += 1
+        return plan.loaded
+    if plan is not None and not plan.usable:  # known not to be pure copying: do not record again
+        return set(model.load_weights(weights=views) or ())
+    with record_load(model, [v for _, v in views]) as plan:
+        plan.loaded = set(model.load_weights(weights=views) or ())
+    copy_plans[reuse_key] = plan
+    report["copy_plan_unsafe"] = report["copy_plan_unsafe"] or plan.unsafe_reason
+    return plan.loaded
+
+
+def _load_all(model, model_config, bucket_views: Iterable[tuple], layerwise: bool,
+              copy_plans: dict | None, report: dict) -> tuple[set[str], dict[str, tuple]]:
+    """Feed every bucket to `model.load_weights` (under layerwise reload when `layerwise`),
+    or replay its copy plan (direct loads only).
 
     Returns (vLLM parameter names loaded, {hf name: (dtype name, shape)} received).
     """
     loaded: set[str] = set()
     received: dict[str, tuple] = {}
+    keys_seen = set()
     with layerwise_reload(model, model_config, enabled=layerwise):
-        for views in bucket_views:
+        for views, reuse_key in bucket_views:
             received.update((n, (dtype_name(v.dtype), tuple(v.shape))) for n, v in views)
-            loaded |= set(model.load_weights(weights=views) or ())
+            loaded |= _load_bucket(model, views, reuse_key, None if layerwise else copy_plans, report)
+            keys_seen.add(reuse_key)
             del views
+    if copy_plans is not None:
+        for stale in set(copy_plans) - keys_seen:  # plans hold views of memory no longer sent
+            del copy_plans[stale]
     return loaded, received
 
 
@@ -148,33 +186,37 @@ def _load_all(model, model_config, bucket_views: Iterable[list], layerwise: bool
 def load_buckets(
     model: torch.nn.Module,
     model_config: Any,
-    buckets: Iterable[tuple[BucketPlan, torch.Tensor]],
+    buckets: Iterable[tuple],
     expected: dict[str, list[int]] | None,
     corrupt_param_for_test: str | None = None,
     layerwise: bool = True,
+    copy_plans: dict | None = None,
 ) -> dict:
     """Receive, verify and load every bucket; returns a plain-dict report (crosses vLLM's RPC).
 
     With `expected` fingerprints, every bucket is received and checked *before* anything is
     loaded, so a mismatch leaves the engine's current weights untouched (costs one extra
     copy of the weights for broadcast transports; shm/IPC buckets are mapped, not copied).
-    Without, buckets are loaded as they arrive. Report keys: num_tensors, num_bytes,
+    Without, buckets are loaded as they arrive. `copy_plans` (a dict the caller keeps across
+    syncs) enables copy-plan replay for buckets with a reuse key (`rlsys.weight_sync.copy_plan`).
+    Report keys: num_tensors, num_bytes,
     num_buckets, mismatch (first bad name or None), mismatch_stage ("received" | "loaded"),
     num_checked_after_load, not_loaded (vLLM parameters no tensor updated),
-    reprocessed_tied, load_s, layerwise.
+    reprocessed_tied, load_s, layerwise, num_replayed (buckets loaded by replaying a copy
+    plan), copy_plan_unsafe (why a recorded plan cannot be replayed, or None).
     """
     start = time.perf_counter()
     report = {"num_tensors": 0, "num_bytes": 0, "num_buckets": 0, "mismatch": None,
               "mismatch_stage": None, "num_checked_after_load": 0, "not_loaded": [],
-              "reprocessed_tied": [], "layerwise": layerwise}
+              "reprocessed_tied": [], "layerwise": layerwise, "num_replayed": 0, "copy_plan_unsafe": None}
     bucket_views: Iterable[list] = _received_views(buckets, corrupt_param_for_test, report)
     if expected is not None:
         bucket_views = list(bucket_views)  # drains the transport: every rank takes part
-        bad = next((b for b in (first_mismatch(expected, v) for v in bucket_views) if b), None)
+        bad = next((b for b in (first_mismatch(expected, v) for v, _ in bucket_views) if b), None)
         if bad is not None:
             report.update(mismatch=bad, mismatch_stage="received", load_s=time.perf_counter() - start)
             return report
-    loaded, received = _load_all(model, model_config, bucket_views, layerwise)
+    loaded, received = _load_all(model, model_config, bucket_views, layerwise, copy_plans, report)
     del bucket_views
     if layerwise:
         report["reprocessed_tied"] = reprocess_tied_modules(model)

@@ -19,6 +19,8 @@ from typing import Any
 
 from rlsys.weight_sync.receiver import load_buckets, needs_layerwise_reload
 
+COPY_PLANS_ATTR = "_rlsys_copy_plans"  # {reuse key: CopyPlan}, see rlsys.weight_sync.copy_plan
+
 # transport name -> module exposing `receive_buckets(worker, payload)` (a context manager
 # yielding an iterator of (BucketPlan, uint8 buffer)) and optionally `init_receiver(...)`.
 _TRANSPORT_MODULES = {
@@ -62,12 +64,15 @@ class WeightSyncExtension:
         return {"rank": rank}
 
     def rlsys_close_groups(self) -> None:
-        """Leave every group made by `rlsys_init_group`; drop kept shared-memory mappings."""
+        """Leave every group made by `rlsys_init_group`; drop kept shared-memory mappings,
+        opened CUDA IPC storages and copy plans."""
+        from rlsys.weight_sync.cuda_ipc import EXPORTS_ATTR
         from rlsys.weight_sync.shm import MAPPINGS_ATTR
 
         for group in self.__dict__.pop("_rlsys_groups", {}).values():
             group.close()
-        self.__dict__.pop(MAPPINGS_ATTR, None)
+        for attr in (MAPPINGS_ATTR, EXPORTS_ATTR, COPY_PLANS_ATTR):
+            self.__dict__.pop(attr, None)
 
     def rlsys_receive(self, payload: dict) -> dict:
         """Receive one full sync (all buckets), verify, load; returns the report dict."""
@@ -82,6 +87,7 @@ class WeightSyncExtension:
                 payload.get("fingerprints"),
                 payload.get("corrupt_param_for_test"),
                 layerwise=needs_layerwise_reload(self.device, self.model_config, payload.get("load_mode", "auto")),
+                copy_plans=self.__dict__.setdefault(COPY_PLANS_ATTR, {}),
             )
         report["rank"] = self.rlsys_worker_info()["rank"]
         return report

@@ -137,6 +137,7 @@ class ActorWorker(Worker, PolicyModelMixin):
                 return parts
 
             self.sender.exchange, self.sender.barrier = exchange, dist.barrier
+            self.sender.zero_copy = False  # gathered full tensors are new memory at every sync
         if self.rank == 0:
             self.sender.connect(call_receivers)
 

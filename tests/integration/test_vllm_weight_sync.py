@@ -322,25 +322,41 @@ def sleepy_engine(tiny_qwen2_dir, engine):
 
 @pytest.mark.gpu
 def test_cuda_ipc_sync_with_sleep_mode(sleepy_engine, hf):
-    """Colocated path: sleep (weights offloaded, KV freed), wake weights, IPC sync, wake KV."""
-    from rlsys.weight_sync import make_sender, named_parameters_for_sync
+    """Colocated path: sleep (weights offloaded, KV freed), wake weights, IPC sync, wake KV.
+
+    Zero copy: the HF model's own storages are exported once; the second sync opens nothing
+    and replays the first one's copy plan. A corrupted tensor is named and the trainer's
+    weights are left untouched (the receiver corrupts a copy, not the shared memory).
+    """
+    from rlsys.weight_sync import WeightSyncMismatch, fingerprint, make_sender, named_parameters_for_sync
 
     engine = sleepy_engine
-    _train_a_little(hf.model, seed=11)
-    assert not _agrees(engine, hf)
-    free_awake = torch.cuda.mem_get_info()[0]
-    engine.sleep(level=1)
-    freed = torch.cuda.mem_get_info()[0] - free_awake
-    engine.wake_up(tags=["weights"])
     sender = make_sender("cuda_ipc", bucket_size_mb=0.1, verify=True)
-    report = sender.sync(named_parameters_for_sync(hf.model), engine.call_workers)
-    engine.wake_up(tags=["kv_cache"])
-    engine.after_weight_sync()
+    reports, freed = [], 0
+    for seed in (11, 13):
+        _train_a_little(hf.model, seed=seed)  # in place: the exported storages stay the same
+        assert not _agrees(engine, hf)
+        free_awake = torch.cuda.mem_get_info()[0]
+        engine.sleep(level=1)
+        freed = torch.cuda.mem_get_info()[0] - free_awake
+        engine.wake_up(tags=["weights"])
+        reports.append(sender.sync(named_parameters_for_sync(hf.model), engine.call_workers))
+        engine.wake_up(tags=["kv_cache"])
+        engine.after_weight_sync()
+        assert _agrees(engine, hf)
+        assert freed > 100 * 2**20, f"sleep freed only {freed / 2**20:.0f} MiB"
+    first, second = (r.receivers[0] for r in reports)
+    assert not first["layerwise"] and first["copy_plan_unsafe"] is None  # CUDA, unquantised: direct
+    assert first["num_replayed"] == 0 and second["num_replayed"] == second["num_buckets"] > 0
+    name = "model.layers.0.self_attn.q_proj.weight"
+    before = {n: fingerprint(t) for n, t in named_parameters_for_sync(hf.model)}
+    with pytest.raises(WeightSyncMismatch, match=name):
+        sender.sync(named_parameters_for_sync(hf.model), engine.call_workers, corrupt_param_for_test=name)
+    assert before == {n: fingerprint(t) for n, t in named_parameters_for_sync(hf.model)}
     assert _agrees(engine, hf)
-    assert freed > 100 * 2**20, f"sleep freed only {freed / 2**20:.0f} MiB"
-    assert all(not r["layerwise"] for r in report.receivers)  # CUDA, unquantised: direct load
-    print(f"\n[cuda_ipc+sleep] sleep freed {freed / 2**30:.2f} GiB; {report.num_buckets} buckets: "
-          f"sync {report.sync_s * 1e3:.1f} ms")
+    sender.close(engine.call_workers)
+    print(f"\n[cuda_ipc+sleep] sleep freed {freed / 2**30:.2f} GiB; {second['num_buckets']} storages: "
+          f"sync {reports[0].sync_s * 1e3:.1f} ms (recorded), {reports[1].sync_s * 1e3:.1f} ms (replayed)")
 
 
 @pytest.mark.gpu
