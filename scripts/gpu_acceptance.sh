@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 case "$1" in
   tests)
     RLSYS_TEST_DTYPE=bfloat16 timeout 400 python3 -m pytest -q -s -p no:cacheprovider \
-      tests/integration/test_vllm_weight_sync.py -k "not gloo_failed_peer" > "$OUT/tests_bf16.log" 2>&1
+      tests/integration/test_vllm_weight_sync.py -k "${K:-not gloo_failed_peer}" > "$OUT/tests_bf16.log" 2>&1
     grep -E "^\[|passed|failed|^FAILED|^E " "$OUT/tests_bf16.log" | tail -40 ;;
   trainer_test)
     timeout 300 python3 -m pytest -q -s -p no:cacheprovider tests/integration/test_recipes.py \

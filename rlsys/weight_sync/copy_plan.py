@@ -8,7 +8,7 @@ stays put from one sync to the next (the trainer's own parameters, exported once
 CUDA IPC), that Python makes the same copies every time: the same (destination view,
 source view) pairs. So the first load runs under `record_load`, a `TorchFunctionMode`
 that notes every `copy_` into a model parameter; later loads call `CopyPlan.replay`, i.e.
-`torch._foreach_copy_(destinations, sources)`.
+`torch._foreach_copy_(destinations, sources)` after the recorded fills.
 
 A plan is kept only if recording showed that loading was nothing but copying from the
 incoming tensors (`CopyPlan.unsafe_reason` says otherwise, and loading then stays on
@@ -16,8 +16,8 @@ incoming tensors (`CopyPlan.unsafe_reason` says otherwise, and loading then stay
 
 * every write into a parameter's storage was a `copy_` whose source is a view of the
   incoming tensors' storage (not a temporary made by a dtype conversion, transpose or
-  concatenation), and there was no other in-place op, `__setitem__` or fused foreach op on
-  a parameter;
+  concatenation) or a constant `fill_` / `zero_` (vLLM zeroes an embedding's padded rows),
+  and there was no other in-place op, `__setitem__` or fused foreach op on a parameter;
 * no parameter was given new storage (`param.data = ...`);
 * after loading, every destination equals its source (nothing overwrote or transformed it
   later, e.g. a post-load repack).
@@ -57,6 +57,7 @@ class CopyPlan:
     """(destination, source) view pairs that reproduce one `load_weights` call."""
 
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    fills: list[tuple[torch.Tensor, float | int | bool]] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)  # vLLM parameter names load_weights returned
     param_ptrs: tuple[int, ...] = ()
     unsafe_reason: str | None = None
@@ -70,6 +71,8 @@ class CopyPlan:
         """Redo the recorded copies; False (nothing copied) if the parameters moved."""
         if not self.usable or param_storage_ptrs(model) != self.param_ptrs:
             return False
+        for dst, value in self.fills:  # first: recording checked no fill came after a copy it overlaps
+            dst.fill_(value)
         groups: dict[tuple, tuple[list, list]] = {}
         for dst, src in self.pairs:
             dsts, srcs = groups.setdefault((dst.dtype, src.dtype, dst.device, src.device), ([], []))
@@ -91,6 +94,7 @@ class _CopyRecorder(TorchFunctionMode):
         super().__init__()
         self.param_ptrs, self.source_ptrs = param_ptrs, source_ptrs
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.fills: list[tuple[torch.Tensor, float | int | bool]] = []
         self.unsafe_reason: str | None = None
 
     def _flag(self, reason: str) -> None:
@@ -108,6 +112,11 @@ class _CopyRecorder(TorchFunctionMode):
                 self.pairs.append((dst.detach(), src.detach()))
             else:
                 self._flag("a parameter was copied from a temporary, not from the incoming tensors")
+        elif name in ("fill_", "zero_") and args and self._writes_param(args[0]):
+            value = args[1] if name == "fill_" else 0
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            self.fills.append((args[0].detach(), value))
         elif name == "__set__" and args and self._writes_param(args[0]):
             self._flag("a parameter was given new storage (param.data = ...)")
         elif name.startswith("_foreach") and name.endswith("_") and args:
@@ -132,11 +141,11 @@ def record_load(model: torch.nn.Module, sources: Sequence[torch.Tensor]) -> Iter
     plan = CopyPlan(param_ptrs=ptrs_before)
     with recorder:
         yield plan
-    plan.pairs = recorder.pairs
+    plan.pairs, plan.fills = recorder.pairs, recorder.fills
     plan.unsafe_reason = recorder.unsafe_reason
     if plan.usable and param_storage_ptrs(model) != ptrs_before:
         plan.unsafe_reason = "a parameter was given new storage while loading"
     if plan.usable and not all(torch.equal(d, s.to(d.dtype)) for d, s in plan.pairs):
         plan.unsafe_reason = "a loaded parameter was changed after its copy (e.g. repacked)"
     if not plan.usable:
-        plan.pairs = []  # do not hold on to the incoming memory
+        plan.pairs, plan.fills = [], []  # do not hold on to the incoming memory

@@ -31,7 +31,8 @@ MAX_TOKENS = 12
 DTYPE = os.environ.get("RLSYS_TEST_DTYPE", "float32")
 # max |logprob_vLLM - logprob_HF| allowed: CPU fp32 is exact up to summation order (~1e-5);
 # CUDA fp32 goes through vLLM's Triton attention (measured 9e-3 on H200, vLLM 0.26); bf16
-# rounds every activation (8-bit mantissa), so differences of a few 1e-2 are expected.
+# rounds every activation (8-bit mantissa), so differences of a few 1e-2 to 1e-1 are expected
+# (measured with this fixture's model: CPU 0.063 / 0.091, H100 0.159 / 0.092 at T = 1.0 / 0.7).
 # bf16 greedy decoding: two correct implementations may pick different tokens where the top
 # two are within rounding of each other, so in bf16 a greedy run "agrees" with HF when, with
 # HF teacher-forced on the engine's tokens, no chosen token is more than this many nats below
@@ -39,7 +40,7 @@ DTYPE = os.environ.get("RLSYS_TEST_DTYPE", "float32")
 # nats and stale weights 3.5-7.7 nats (CPU, this model); <= 0.094 and 4.2-8.9 nats (H100, the
 # fixture's earlier build of the same architecture and init scale).
 GREEDY_TIE_NATS = 0.25
-LOGPROB_TOL = {("cpu", "float32"): 1e-3, ("cuda", "float32"): 3e-2, ("cpu", "bfloat16"): 1.5e-1, ("cuda", "bfloat16"): 1.5e-1}
+LOGPROB_TOL = {("cpu", "float32"): 1e-3, ("cuda", "float32"): 3e-2, ("cpu", "bfloat16"): 1.5e-1, ("cuda", "bfloat16"): 2.5e-1}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from rlsys.weight_sync.verify import fingerprints
 class FusedQKV(torch.nn.Module):
     def __init__(self, how: str = "copy"):
         super().__init__()
-        self.qkv = torch.nn.Parameter(torch.zeros(6, 4), requires_grad=False)
+        self.qkv = torch.nn.Parameter(torch.zeros(7, 4), requires_grad=False)  # last row: padding
         self.norm = torch.nn.Parameter(torch.zeros(4), requires_grad=False)
         self.how = how
 
@@ -32,6 +32,7 @@ class FusedQKV(torch.nn.Module):
                         self.norm.data.mul_(2)
             else:
                 self.qkv.data.narrow(0, 2 * "qkv".index(name), 2).copy_(w)
+                self.qkv.data[6:].fill_(0)  # like vLLM's embedding loader zeroing padded rows
         return {"qkv", "norm"}
 
 
@@ -52,11 +53,12 @@ def test_recorded_plan_replays_new_values_from_the_same_memory():
     views = tensor_views(buffer, plan_meta)
     with record_load(model, [v for _, v in views]) as plan:
         plan.loaded = model.load_weights(views)
-    assert plan.usable and len(plan.pairs) == 4
+    assert plan.usable and len(plan.pairs) == 4 and len(plan.fills) == 3
     new = _weights(1)
     pack_bucket(new, plan_meta, out=buffer)  # same memory, new weights
+    model.qkv.data[6:] = 5.0
     assert plan.replay(model)
-    assert torch.equal(model.qkv, torch.cat([new["q"], new["k"], new["v"]]))
+    assert torch.equal(model.qkv, torch.cat([new["q"], new["k"], new["v"], torch.zeros(1, 4)]))
     assert torch.equal(model.norm, new["norm"])
 
 
