@@ -189,6 +189,10 @@ def methods_for(transport: str, sender, named, call_receivers, args, load_s: lis
     def rlsys_sync_s() -> float:
         report = sender.sync(named, call_receivers)
         load_s.append(max(r.get("load_s", 0.0) for r in report.receivers))
+        first = report.receivers[0]
+        print(f"[{transport}] receiver: load {first.get('load_s', 0):.4f} s, buckets {first['num_buckets']}, "
+              f"replayed {first.get('num_replayed')}, recorded {first.get('num_recorded')}, moved {first.get('num_moved')}, "
+              f"unsafe {first.get('copy_plan_unsafe')}", flush=True)
         return report.sync_s
 
     methods = {"rlsys sync": rlsys_sync_s,
@@ -238,7 +242,9 @@ def measure(transport: str, named, call_receivers, args) -> dict:
     try:
         report = sender.sync(named, call_receivers)  # warm-up, verified unless --no-verify
         print(f"[{transport}] warm-up sync: {report.num_tensors} tensors, {report.num_bytes / 1e9:.3f} GB, "
-              f"{report.num_buckets} buckets, {report.sync_s:.3f} s (verify={sender.verify})", flush=True)
+              f"{report.num_buckets} buckets, {report.sync_s:.3f} s (verify={sender.verify}); receiver "
+              f"{ {k: v for k, v in report.receivers[0].items() if k.startswith(('num_', 'copy_', 'load_s'))} }",
+              flush=True)
         sender.verify = False
         bench.device_copy_s(1 << 20, named[0][1].device)
         times, errors = repeat_methods(transport, methods, args.repeats)

@@ -151,8 +151,11 @@ def _load_bucket(model, views: list, reuse_key: Hashable | None, copy_plans: dic
     if plan is not None and plan.replay(model):
         report["num_replayed"] += 1
         return plan.loaded
+    if plan is not None and plan.usable:
+        report["num_moved"] += 1  # vLLM's parameters moved since recording: record again
     if plan is not None and not plan.usable:  # known not to be pure copying: do not record again
         return set(model.load_weights(weights=views) or ())
+    report["num_recorded"] += 1
     with record_load(model, [v for _, v in views]) as plan:
         plan.loaded = set(model.load_weights(weights=views) or ())
     copy_plans[reuse_key] = plan
@@ -202,13 +205,14 @@ def load_buckets(
     Report keys: num_tensors, num_bytes,
     num_buckets, mismatch (first bad name or None), mismatch_stage ("received" | "loaded"),
     num_checked_after_load, not_loaded (vLLM parameters no tensor updated),
-    reprocessed_tied, load_s, layerwise, num_replayed (buckets loaded by replaying a copy
-    plan), copy_plan_unsafe (why a recorded plan cannot be replayed, or None).
+    reprocessed_tied, load_s, layerwise, num_replayed / num_recorded (buckets loaded by
+    replaying a copy plan / while recording one), copy_plan_unsafe (why a recorded plan cannot be replayed, or None).
     """
     start = time.perf_counter()
     report = {"num_tensors": 0, "num_bytes": 0, "num_buckets": 0, "mismatch": None,
               "mismatch_stage": None, "num_checked_after_load": 0, "not_loaded": [],
-              "reprocessed_tied": [], "layerwise": layerwise, "num_replayed": 0, "copy_plan_unsafe": None}
+              "reprocessed_tied": [], "layerwise": layerwise, "num_replayed": 0, "num_recorded": 0, "num_moved": 0,
+              "copy_plan_unsafe": None}
     bucket_views: Iterable[list] = _received_views(buckets, corrupt_param_for_test, report)
     if expected is not None:
         bucket_views = list(bucket_views)  # drains the transport: every rank takes part
