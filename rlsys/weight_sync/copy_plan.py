@@ -66,21 +66,36 @@ class CopyPlan:
     def usable(self) -> bool:
         return self.unsafe_reason is None
 
+    def can_replay(self, current_param_ptrs: tuple[int, ...]) -> bool:
+        """Usable, and vLLM's parameters are where they were when it was recorded."""
+        return self.usable and current_param_ptrs == self.param_ptrs
+
     @torch.no_grad()
     def replay(self, model: torch.nn.Module) -> bool:
         """Redo the recorded copies; False (nothing copied) if the parameters moved."""
-        if not self.usable or param_storage_ptrs(model) != self.param_ptrs:
+        if not self.can_replay(param_storage_ptrs(model)):
             return False
-        for dst, value in self.fills:  # first: recording checked no fill came after a copy it overlaps
+        replay_plans([self])
+        return True
+
+
+@torch.no_grad()
+def replay_plans(plans: Sequence[CopyPlan]) -> None:
+    """Replay several plans at once: all fills, then one fused copy per dtype/device group.
+
+    Fills go first: recording checked that no fill came after an overlapping copy. Plans
+    are for different buckets, which write different parameter regions.
+    """
+    groups: dict[tuple, tuple[list, list]] = {}
+    for plan in plans:
+        for dst, value in plan.fills:
             dst.fill_(value)
-        groups: dict[tuple, tuple[list, list]] = {}
-        for dst, src in self.pairs:
+        for dst, src in plan.pairs:
             dsts, srcs = groups.setdefault((dst.dtype, src.dtype, dst.device, src.device), ([], []))
             dsts.append(dst)
             srcs.append(src)
-        for dsts, srcs in groups.values():
-            torch._foreach_copy_(dsts, srcs)
-        return True
+    for dsts, srcs in groups.values():
+        torch._foreach_copy_(dsts, srcs)
 
 
 def _base_name(func) -> str:

@@ -39,7 +39,7 @@ from typing import Any, Hashable, Iterable, Iterator
 import torch
 
 from rlsys.weight_sync.buckets import dtype_name, tensor_views
-from rlsys.weight_sync.copy_plan import record_load
+from rlsys.weight_sync.copy_plan import param_storage_ptrs, record_load, replay_plans
 from rlsys.weight_sync.verify import corrupt_for_test, fingerprint, first_mismatch
 
 
@@ -142,19 +142,15 @@ def _received_views(
         yield views, reuse_key
 
 
-def _load_bucket(model, views: list, reuse_key: Hashable | None, copy_plans: dict | None, report: dict) -> set[str]:
-    """Load one bucket: replay its copy plan if there is one, else `load_weights` (recorded
-    into a new plan when the bucket has a reuse key and `copy_plans` is given)."""
-    if copy_plans is None or reuse_key is None:
+def _record_or_load(model, views: list, reuse_key: Hashable | None, copy_plans: dict | None,
+                    report: dict) -> set[str]:
+    """`load_weights` for one bucket, recorded into a new copy plan when the bucket has a
+    reuse key, `copy_plans` is given and no plan for the key is known to be unsafe."""
+    plan = None if copy_plans is None or reuse_key is None else copy_plans.get(reuse_key)
+    if copy_plans is None or reuse_key is None or (plan is not None and not plan.usable):
         return set(model.load_weights(weights=views) or ())
-    plan = copy_plans.get(reuse_key)
-    if plan is not None and plan.replay(model):
-        report["num_replayed"] += 1
-        return plan.loaded
-    if plan is not None and plan.usable:
+    if plan is not None:
         report["num_moved"] += 1  # vLLM's parameters moved since recording: record again
-    if plan is not None and not plan.usable:  # known not to be pure copying: do not record again
-        return set(model.load_weights(weights=views) or ())
     report["num_recorded"] += 1
     with record_load(model, [v for _, v in views]) as plan:
         plan.loaded = set(model.load_weights(weights=views) or ())
@@ -166,19 +162,30 @@ def _load_bucket(model, views: list, reuse_key: Hashable | None, copy_plans: dic
 def _load_all(model, model_config, bucket_views: Iterable[tuple], layerwise: bool,
               copy_plans: dict | None, report: dict) -> tuple[set[str], dict[str, tuple]]:
     """Feed every bucket to `model.load_weights` (under layerwise reload when `layerwise`),
-    or replay its copy plan (direct loads only).
+    or, for direct loads, replay its copy plan; consecutive replays are fused into one.
 
     Returns (vLLM parameter names loaded, {hf name: (dtype name, shape)} received).
     """
     loaded: set[str] = set()
     received: dict[str, tuple] = {}
-    keys_seen = set()
+    copy_plans = None if layerwise else copy_plans
+    ptrs = param_storage_ptrs(model) if copy_plans else ()  # once per sync: ~300 parameters
+    keys_seen, pending = set(), []
     with layerwise_reload(model, model_config, enabled=layerwise):
         for views, reuse_key in bucket_views:
             received.update((n, (dtype_name(v.dtype), tuple(v.shape))) for n, v in views)
-            loaded |= _load_bucket(model, views, reuse_key, None if layerwise else copy_plans, report)
             keys_seen.add(reuse_key)
+            plan = copy_plans.get(reuse_key) if copy_plans and reuse_key is not None else None
+            if plan is not None and plan.can_replay(ptrs):
+                pending.append(plan)
+                report["num_replayed"] += 1
+                loaded |= plan.loaded
+                continue
+            replay_plans(pending)  # keep the buckets' order around a load_weights call
+            pending = []
+            loaded |= _record_or_load(model, views, reuse_key, copy_plans, report)
             del views
+    replay_plans(pending)
     if copy_plans is not None:
         for stale in set(copy_plans) - keys_seen:  # plans hold views of memory no longer sent
             del copy_plans[stale]

@@ -123,3 +123,26 @@ def test_zero_copy_needs_plain_contiguous_tensors_on_the_device():
     assert zero_copy_signature([("w", t.t())], cpu) is None
     assert zero_copy_signature([("w", torch.nn.Parameter(t))], cpu) is None  # not detached
     assert zero_copy_signature([("w", t)], torch.device("meta")) is None
+
+
+def test_several_keyed_buckets_replay_together_and_a_moved_parameter_is_recorded_again():
+    model, copy_plans = FusedQKV(), {}
+    weights = _weights(0)
+    plans = plan_for_tensors(list(weights.items()), 512)  # 256-byte aligned: two per bucket
+    buffers = [pack_bucket(weights, p) for p in plans]
+    assert len(plans) == 2
+
+    def sync(seed):
+        new = _weights(seed)
+        for plan, buffer in zip(plans, buffers):
+            pack_bucket(new, plan, out=buffer)
+        items = [(p, b, ("export", i)) for i, (p, b) in enumerate(zip(plans, buffers))]
+        report = load_buckets(model, None, items, None, layerwise=False, copy_plans=copy_plans)
+        assert torch.equal(model.qkv[:6], torch.cat([new["q"], new["k"], new["v"]]))
+        assert torch.equal(model.norm, new["norm"]) and report["not_loaded"] == []
+        return report["num_recorded"], report["num_replayed"], report["num_moved"]
+
+    assert [sync(0), sync(1)] == [(2, 0, 0), (0, 2, 0)]
+    model.norm = torch.nn.Parameter(torch.zeros(4), requires_grad=False)  # vLLM re-allocated it
+    assert sync(2) == (2, 0, 2)
+    assert sync(3) == (0, 2, 0)
