@@ -11,7 +11,7 @@ import torch
 
 from rlsys.weight_sync.buckets import BucketPlan, tensor_views
 from rlsys.weight_sync.verify import corrupt_for_test, first_mismatch
-from rlsys.weight_sync.vllm_extension import transport_module
+from rlsys.weight_sync.vllm_extension import drop_kept_state, transport_module
 
 
 class HFWeightReceiver:
@@ -37,14 +37,10 @@ class HFWeightReceiver:
         return {"rank": rank}
 
     def rlsys_close_groups(self) -> None:
-        from rlsys.weight_sync.cuda_ipc import EXPORTS_ATTR
-        from rlsys.weight_sync.shm import MAPPINGS_ATTR
-
         for group in self.groups.values():
             group.close()
         self.groups = {}
-        for attr in (MAPPINGS_ATTR, EXPORTS_ATTR):
-            self.__dict__.pop(attr, None)
+        drop_kept_state(self)
 
     @torch.no_grad()
     def rlsys_receive(self, payload: dict) -> dict:

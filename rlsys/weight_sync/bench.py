@@ -76,10 +76,9 @@ class BenchWeightSyncExtension(WeightSyncExtension):
             nbytes = torch.Size(shape_t).numel() * dtype_t.itemsize
             tensor = map_segment(handle, nbytes).view(dtype_t).view(shape_t)
         elif transport == "cuda_ipc":
-            rebuild, args = pickle.loads(handle)
-            args = list(args)
-            args[6] = self.device.index  # the worker may number the GPU differently
-            tensor = rebuild(*args)
+            from rlsys.weight_sync.cuda_ipc import open_ipc_handle
+
+            tensor = open_ipc_handle(handle, self.device.index)
         else:
             raise ValueError(f"bench: unknown transport {transport!r}")
         model = self.model_runner.get_model()

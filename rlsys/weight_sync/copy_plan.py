@@ -143,14 +143,26 @@ class _CopyRecorder(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def discard_if_moved(plans: Sequence[CopyPlan], model: torch.nn.Module, ptrs_before: tuple[int, ...]) -> None:
+    """Mark `plans` unsafe if a parameter was given new storage while they were recorded."""
+    if plans and param_storage_ptrs(model) != ptrs_before:
+        for plan in plans:
+            plan.unsafe_reason = plan.unsafe_reason or "a parameter was given new storage while loading"
+            plan.pairs, plan.fills = [], []
+
+
 @contextmanager
-def record_load(model: torch.nn.Module, sources: Sequence[torch.Tensor]) -> Iterator[CopyPlan]:
+def record_load(model: torch.nn.Module, sources: Sequence[torch.Tensor],
+                param_ptrs: tuple[int, ...] | None = None) -> Iterator[CopyPlan]:
     """Record the copies made inside the block into the yielded plan (checked on exit).
 
     `sources` are the incoming tensors (any views of the memory they live in). Set
-    `plan.loaded` inside the block to what `load_weights` returned.
+    `plan.loaded` inside the block to what `load_weights` returned. A caller recording many
+    buckets in a row passes the parameters' addresses from before the first (`param_ptrs`,
+    one `param_storage_ptrs` walk instead of two per bucket) and then calls
+    `discard_if_moved` once on all the plans; without it the block checks on exit.
     """
-    ptrs_before = param_storage_ptrs(model)
+    ptrs_before = param_storage_ptrs(model) if param_ptrs is None else param_ptrs
     source_ptrs = {p for p in map(_storage_ptr, sources) if p is not None}
     recorder = _CopyRecorder(set(ptrs_before), source_ptrs)
     plan = CopyPlan(param_ptrs=ptrs_before)
@@ -158,8 +170,8 @@ def record_load(model: torch.nn.Module, sources: Sequence[torch.Tensor]) -> Iter
         yield plan
     plan.pairs, plan.fills = recorder.pairs, recorder.fills
     plan.unsafe_reason = recorder.unsafe_reason
-    if plan.usable and param_storage_ptrs(model) != ptrs_before:
-        plan.unsafe_reason = "a parameter was given new storage while loading"
+    if param_ptrs is None:
+        discard_if_moved([plan], model, ptrs_before)
     if plan.usable and not all(torch.equal(d, s.to(d.dtype)) for d, s in plan.pairs):
         plan.unsafe_reason = "a loaded parameter was changed after its copy (e.g. repacked)"
     if not plan.usable:

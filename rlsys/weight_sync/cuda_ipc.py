@@ -44,7 +44,7 @@ import torch
 from rlsys.weight_sync.buckets import BucketPlan, TensorMeta, aligned, dtype_name, pack_bucket
 from rlsys.weight_sync.sender import CallReceivers, WeightSender
 
-EXPORTS_ATTR = "_rlsys_ipc_exports"  # on the receiving worker: {export_id: [opened storages]}
+EXPORTS_ATTR = "_rlsys_ipc_exports"  # on the receiving worker: {export_id: [(plan, storage, reuse key)]}
 
 
 def device_uuid(index: int) -> str:
@@ -122,7 +122,8 @@ def export_storages(named) -> tuple[list[torch.Tensor], dict]:
     return flats, export
 
 
-def _open(handle: bytes, device_index: int) -> torch.Tensor:
+def open_ipc_handle(handle: bytes, device_index: int) -> torch.Tensor:
+    """The tensor behind a pickled `reduce_tensor` handle, opened on this process's GPU `device_index`."""
     rebuild, args = pickle.loads(handle)
     args = list(args)
     args[6] = device_index
@@ -148,22 +149,20 @@ def receive_buckets(worker, payload: dict, group=None) -> Iterator:
     if uuid not in all_handles:
         raise ValueError(f"no CUDA IPC handles for this worker's GPU {uuid}; "
                          f"handles came from {sorted(all_handles)}")
-    plans = [BucketPlan.from_wire(b) for b in payload["buckets"]]
-
     export = all_handles[uuid]
-    if "export_id" in export:  # zero copy: storages opened once per export, reused after
+    if "export_id" in export:  # zero copy: storages opened (and layout parsed) once per export
         opened = worker.__dict__.setdefault(EXPORTS_ATTR, {})
         export_id = export["export_id"]
         if export_id not in opened:
             opened.clear()  # the trainer re-exported: its old storages are not sent any more
-            opened[export_id] = [_open(h, worker.device.index) for h in export["handles"]]
-        storages = opened[export_id]
-        plans = [BucketPlan.from_wire(b) for b in export["buckets"]]
-        yield ((plan, flat, (export_id, i)) for i, (plan, flat) in enumerate(zip(plans, storages)))
+            opened[export_id] = [(BucketPlan.from_wire(b), open_ipc_handle(h, worker.device.index), (export_id, i))
+                                 for i, (b, h) in enumerate(zip(export["buckets"], export["handles"]))]
+        yield iter(opened[export_id])
         torch.cuda.synchronize(worker.device)  # the trainer may change its weights once we return
         return
 
-    flat = _open(export["handle"], worker.device.index)
+    plans = [BucketPlan.from_wire(b) for b in payload["buckets"]]
+    flat = open_ipc_handle(export["handle"], worker.device.index)
 
     def buckets():
         for plan, start in zip(plans, export["offsets"]):

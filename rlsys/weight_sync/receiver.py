@@ -39,7 +39,7 @@ from typing import Any, Hashable, Iterable, Iterator
 import torch
 
 from rlsys.weight_sync.buckets import dtype_name, tensor_views
-from rlsys.weight_sync.copy_plan import param_storage_ptrs, record_load, replay_plans
+from rlsys.weight_sync.copy_plan import discard_if_moved, param_storage_ptrs, record_load, replay_plans
 from rlsys.weight_sync.verify import corrupt_for_test, fingerprint, first_mismatch
 
 
@@ -142,21 +142,19 @@ def _received_views(
         yield views, reuse_key
 
 
-def _record_or_load(model, views: list, reuse_key: Hashable | None, copy_plans: dict | None,
-                    report: dict) -> set[str]:
-    """`load_weights` for one bucket, recorded into a new copy plan when the bucket has a
-    reuse key, `copy_plans` is given and no plan for the key is known to be unsafe."""
-    plan = None if copy_plans is None or reuse_key is None else copy_plans.get(reuse_key)
-    if copy_plans is None or reuse_key is None or (plan is not None and not plan.usable):
-        return set(model.load_weights(weights=views) or ())
-    if plan is not None:
+def _record_or_load(model, views: list, reuse_key: Hashable | None, known, copy_plans: dict | None,
+                    param_ptrs: tuple[int, ...], report: dict):
+    """`load_weights` for one bucket; recorded into a new copy plan (returned, else None) when
+    the bucket has a reuse key, `copy_plans` is given and its `known` plan is not unsafe."""
+    if copy_plans is None or reuse_key is None or (known is not None and not known.usable):
+        return set(model.load_weights(weights=views) or ()), None
+    if known is not None:
         report["num_moved"] += 1  # vLLM's parameters moved since recording: record again
     report["num_recorded"] += 1
-    with record_load(model, [v for _, v in views]) as plan:
+    with record_load(model, [v for _, v in views], param_ptrs) as plan:
         plan.loaded = set(model.load_weights(weights=views) or ())
     copy_plans[reuse_key] = plan
-    report["copy_plan_unsafe"] = report["copy_plan_unsafe"] or plan.unsafe_reason
-    return plan.loaded
+    return plan.loaded, plan
 
 
 def _load_all(model, model_config, bucket_views: Iterable[tuple], layerwise: bool,
@@ -169,8 +167,8 @@ def _load_all(model, model_config, bucket_views: Iterable[tuple], layerwise: boo
     loaded: set[str] = set()
     received: dict[str, tuple] = {}
     copy_plans = None if layerwise else copy_plans
-    ptrs = param_storage_ptrs(model) if copy_plans else ()  # once per sync: ~300 parameters
-    keys_seen, pending = set(), []
+    ptrs = param_storage_ptrs(model) if copy_plans is not None else ()  # once per sync
+    keys_seen, pending, recorded = set(), [], []
     with layerwise_reload(model, model_config, enabled=layerwise):
         for views, reuse_key in bucket_views:
             received.update((n, (dtype_name(v.dtype), tuple(v.shape))) for n, v in views)
@@ -183,10 +181,14 @@ def _load_all(model, model_config, bucket_views: Iterable[tuple], layerwise: boo
                 continue
             replay_plans(pending)  # keep the buckets' order around a load_weights call
             pending = []
-            loaded |= _record_or_load(model, views, reuse_key, copy_plans, report)
+            names, new_plan = _record_or_load(model, views, reuse_key, plan, copy_plans, ptrs, report)
+            loaded |= names
+            recorded += [new_plan] if new_plan is not None else []
             del views
     replay_plans(pending)
     if copy_plans is not None:
+        discard_if_moved(recorded, model, ptrs)
+        report["copy_plan_unsafe"] = next((p.unsafe_reason for p in recorded if not p.usable), None)
         for stale in set(copy_plans) - keys_seen:  # plans hold views of memory no longer sent
             del copy_plans[stale]
     return loaded, received

@@ -31,6 +31,16 @@ _TRANSPORT_MODULES = {
 }
 
 
+def drop_kept_state(receiver) -> None:
+    """Forget what a receiver keeps between syncs: shared-memory mappings, opened CUDA IPC
+    storages, copy plans (each frees the sender's memory it pins)."""
+    from rlsys.weight_sync.cuda_ipc import EXPORTS_ATTR
+    from rlsys.weight_sync.shm import MAPPINGS_ATTR
+
+    for attr in (MAPPINGS_ATTR, EXPORTS_ATTR, COPY_PLANS_ATTR):
+        receiver.__dict__.pop(attr, None)
+
+
 def transport_module(name: str):
     if name not in _TRANSPORT_MODULES:
         raise ValueError(f"unknown weight-sync transport {name!r}; known: {sorted(_TRANSPORT_MODULES)}")
@@ -66,13 +76,9 @@ class WeightSyncExtension:
     def rlsys_close_groups(self) -> None:
         """Leave every group made by `rlsys_init_group`; drop kept shared-memory mappings,
         opened CUDA IPC storages and copy plans."""
-        from rlsys.weight_sync.cuda_ipc import EXPORTS_ATTR
-        from rlsys.weight_sync.shm import MAPPINGS_ATTR
-
         for group in self.__dict__.pop("_rlsys_groups", {}).values():
             group.close()
-        for attr in (MAPPINGS_ATTR, EXPORTS_ATTR, COPY_PLANS_ATTR):
-            self.__dict__.pop(attr, None)
+        drop_kept_state(self)
 
     def rlsys_receive(self, payload: dict) -> dict:
         """Receive one full sync (all buckets), verify, load; returns the report dict."""
