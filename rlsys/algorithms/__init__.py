@@ -28,6 +28,7 @@ from rlsys.algorithms.kl import (
 from rlsys.algorithms.masked import masked_mean, masked_sum, masked_var, masked_whiten
 from rlsys.algorithms.policy_loss import LOSS_AGG_MODES, agg_loss, compute_entropy_from_logits, compute_policy_loss
 from rlsys.algorithms.rewards_shaping import scores_to_token_level
+from rlsys.algorithms.rollout_correction import rollout_logprob_gap, truncated_is_weights
 from rlsys.algorithms.value_loss import compute_value_loss
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "KL_ESTIMATORS", "AdaptiveKLController", "FixedKLController", "apply_kl_penalty", "get_kl_controller",
     "kl_penalty", "masked_mean", "masked_sum", "masked_var", "masked_whiten", "LOSS_AGG_MODES", "agg_loss",
     "compute_entropy_from_logits", "compute_policy_loss", "scores_to_token_level", "compute_value_loss",
+    "rollout_logprob_gap", "truncated_is_weights",
 ]

@@ -30,15 +30,18 @@ def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str
 
 def compute_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
                         response_mask: torch.Tensor, clip_ratio_low: float = 0.2, clip_ratio_high: float = 0.2,
-                        clip_ratio_c: float = 3.0, loss_agg_mode: str = "token-mean"):
+                        clip_ratio_c: float = 3.0, loss_agg_mode: str = "token-mean",
+                        token_weights: torch.Tensor | None = None):
     """PPO clipped surrogate (Schulman et al. 2017) with clip-higher (DAPO, Yu et al. 2025:
     separate eps_low / eps_high) and dual-clip (Ye et al. 2020) for negative advantages.
 
         ratio = exp(logp - logp_old)
         l     = max(-A * ratio, -A * clip(ratio, 1 - eps_low, 1 + eps_high))
         l     = min(l, -A * c)   where A < 0   (caps the loss of a very large ratio; c > 1)
-        pg_loss = agg_loss(l, mask, loss_agg_mode)
+        pg_loss = agg_loss(w * l, mask, loss_agg_mode)
 
+    `token_weights` w (default 1), detached, e.g. the truncated-IS rollout correction
+    (`rlsys.algorithms.rollout_correction`), multiplies each token's policy-gradient term.
     Inputs (batch, response_len). Returns (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower):
     pg_loss is a differentiable scalar; the others are detached 0-dim tensors (use float()):
     pg_clipfrac = token share where the clipped term is the larger, ppo_kl = token-mean of
@@ -53,6 +56,8 @@ def compute_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adva
     clip_max = torch.maximum(losses_unclipped, losses_clipped)
     dual_bound = -advantages * clip_ratio_c
     pg_losses = torch.where(advantages < 0, torch.minimum(clip_max, dual_bound), clip_max)
+    if token_weights is not None:
+        pg_losses = pg_losses * token_weights.detach()
     pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode)
     with torch.no_grad():
         pg_clipfrac = masked_mean((losses_clipped > losses_unclipped).float(), response_mask)

@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 class ModelConfig:
     # "builtin:tiny-arith" builds (once, cached) the embedded tiny model; otherwise a HF path.
     path: str = "builtin:tiny-arith"
-    dtype: str = "auto"  # auto: float32 on CPU, bfloat16 on CUDA
+    dtype: str = "auto"  # the dtype vLLM serves and weights cross in; auto: float32 on CPU, bfloat16 on CUDA
     trust_remote_code: bool = False
 
 
@@ -71,7 +71,16 @@ class OptimConfig:
 class ActorConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ppo_mini_batch_size: int = 32  # sequences per optimizer step (all ranks together)
-    micro_batch_size_per_rank: int = 8  # sequences per forward/backward on one rank
+    micro_batch_size_per_rank: int = 8  # sequences per forward/backward on one rank (fixed micro-batches)
+    # Token-budget micro-batches (verl's use_dynamic_bsz): null = fixed micro_batch_size_per_rank;
+    # an int packs length-sorted sequences so that rows x longest row <= this many tokens.
+    max_tokens_per_micro_batch: Optional[int] = None
+    # Precision (docs/precision.md): master weights, gradients and AdamW state in param_dtype;
+    # forward/backward in compute_dtype (FSDP2 MixedPrecisionPolicy). auto: bf16 on CUDA, fp32 on CPU.
+    param_dtype: str = "float32"
+    compute_dtype: str = "auto"
+    gradient_checkpointing: bool = False  # non-reentrant activation checkpointing of the decoder layers
+    logprob_chunk_size: int = 1024  # tokens per LM-head + log-softmax chunk (no (batch, seq, vocab) tensor)
     ppo_epochs: int = 1
     clip_ratio_low: float = 0.2
     clip_ratio_high: float = 0.2
@@ -84,10 +93,21 @@ class ActorConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    micro_batch_size_per_rank: int = 8  # sequences per forward (fixed micro-batches)
+    max_tokens_per_micro_batch: Optional[int] = None  # token-budget micro-batches, as actor's
+    compute_dtype: str = "auto"  # frozen weights are loaded in this dtype (no master copy)
+
+
+@dataclass
 class CriticConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
     ppo_mini_batch_size: int = 32
     micro_batch_size_per_rank: int = 8
+    max_tokens_per_micro_batch: Optional[int] = None
+    param_dtype: str = "float32"
+    compute_dtype: str = "auto"
+    gradient_checkpointing: bool = False
     ppo_epochs: int = 1
     cliprange_value: float = 0.5
     loss_agg_mode: str = "token-mean"
@@ -102,6 +122,14 @@ class KLControlConfig:
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    """The rollout engine's log-probs as the behaviour policy (rlsys/algorithms/rollout_correction.py)."""
+
+    tis_cap: Optional[float] = None  # truncated IS: weight min(exp(old - rollout), cap) on the pg term; null = off
+    use_rollout_log_probs_as_old: bool = False  # old log-probs := rollout log-probs; skips the old-log-prob phase
+
+
+@dataclass
 class AlgorithmConfig:
     adv_estimator: str = "gae"  # gae | grpo | rloo | reinforce_plus_plus | reinforce_plus_plus_baseline
     gamma: float = 1.0
@@ -110,6 +138,7 @@ class AlgorithmConfig:
     use_kl_in_reward: bool = False
     kl_penalty: str = "k1"
     kl_ctrl: KLControlConfig = field(default_factory=KLControlConfig)
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=lambda: RolloutCorrectionConfig())
 
 
 @dataclass
@@ -171,6 +200,7 @@ class RLConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
+    ref: ReferenceConfig = field(default_factory=ReferenceConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)

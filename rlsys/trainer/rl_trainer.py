@@ -1,6 +1,6 @@
 """The driver loop (single controller): one step is a flat sequence of named, timed phases.
 
-generate -> reward -> old log-probs -> reference log-probs -> values -> advantages
+generate -> reward -> balance -> old log-probs -> reference log-probs -> values -> advantages
 -> update critic -> update actor -> sync weights -> validate -> log
 Algorithm choices come in as functions picked from config (`rlsys.algorithms` registries).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rlsys.algorithms import get_kl_controller, scores_to_token_level
+from rlsys.algorithms import get_kl_controller, rollout_logprob_gap, scores_to_token_level
 from rlsys.config.batch_sizes import BatchShapes
 from rlsys.protocol import DataProto
 from rlsys.trainer.advantage import compute_advantage_phase
@@ -81,6 +81,27 @@ class RLTrainer:
             metrics.update({f"roles/{name}/{k}": float(v) for k, v in out.meta_info.get("metrics", {}).items()})
         return metrics
 
+    def balance(self, batch: DataProto) -> DataProto:
+        """Reorder rows so each training rank's chunk holds about the same number of tokens
+        (one rank: unchanged, so a one-rank run trains on the rollout order)."""
+        num_ranks = self.shapes.num_ranks
+        if num_ranks == 1:
+            return batch
+        from rlsys.workers.micro_batches import balanced_rank_order, sequence_lengths
+
+        order = balanced_rank_order(sequence_lengths(batch.batch["attention_mask"]), num_ranks, seed=self.step)
+        return batch[order.numpy()]
+
+    def old_log_probs(self, batch: DataProto) -> tuple[DataProto, dict]:
+        """The trainer's log-probs of the sampled tokens before the update, and their gap to
+        the rollout's; with `use_rollout_log_probs_as_old` the rollout's stand in (no forward)."""
+        if self.config.algorithm.rollout_correction.use_rollout_log_probs_as_old:
+            batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"].clone()
+            return batch, {}
+        batch = batch.union(self.roles.actor.compute_log_prob(batch))
+        b = batch.batch
+        return batch, rollout_logprob_gap(b["old_log_probs"], b["rollout_log_probs"], b["response_mask"])
+
     def update_actor(self, batch: DataProto) -> dict:
         try:
             return mean_of_rank_metrics(self.roles.actor.update_actor(batch))
@@ -99,8 +120,10 @@ class RLTrainer:
             with timer.phase("reward"):
                 batch = batch.union(roles.reward.compute_score(batch))
             role_metrics = self.run_custom_roles(batch, timer)
+            batch = self.balance(batch)
             with timer.phase("old_log_prob"):
-                batch = batch.union(roles.actor.compute_log_prob(batch))
+                batch, gap_metrics = self.old_log_probs(batch)
+            role_metrics.update(gap_metrics)
             if roles.reference is not None:
                 with timer.phase("ref"):
                     batch = batch.union(roles.reference.compute_ref_log_prob(batch))

@@ -1,8 +1,10 @@
 """Actor role: the policy being trained.
 
 Computes old log-probs and entropy, and runs the PPO-style update (epochs x mini-batches
-x micro-batches with gradient accumulation, grad clipping, lr schedule). Sharded with
-FSDP2 when more than one rank trains; gloo on CPU, nccl on CUDA.
+x micro-batches with gradient accumulation, grad clipping, lr schedule). FSDP2 at every
+world size (gloo on CPU, nccl on CUDA): fp32 master weights, gradients and AdamW state,
+compute in `actor.compute_dtype`; weights cross to the rollout in `model.dtype`.
+Micro-batches are fixed-size or token-budget (`actor.max_tokens_per_micro_batch`).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from collections import defaultdict
 
 import torch
 
-from rlsys.algorithms import agg_loss, compute_policy_loss, kl_penalty
+from rlsys.algorithms import agg_loss, compute_policy_loss, kl_penalty, truncated_is_weights
 from rlsys.protocol import DataProto
 from rlsys.single_controller import Dispatch, Worker, register
 from rlsys.workers import model_utils
-from rlsys.workers.policy import PolicyModelMixin, model_inputs
+from rlsys.workers.micro_batches import micro_batch_weight, micro_partitions
+from rlsys.workers.policy import PolicyModelMixin
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -30,16 +33,22 @@ class ActorWorker(Worker, PolicyModelMixin):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
-        self.model = self._load_policy(self.config, trainable=True)
+        cfg = self.config.actor
+        self.device = model_utils.resolve_device(self.config.trainer.device)
+        param_dtype, compute_dtype = model_utils.role_dtypes(cfg, self.device)
+        self._load_policy(self.config, trainable=True, param_dtype=param_dtype, compute_dtype=compute_dtype,
+                          gradient_checkpointing=cfg.gradient_checkpointing, chunk_size=cfg.logprob_chunk_size)
+        self.serving_dtype = model_utils.resolve_dtype(self.config.model.dtype, self.device)
+        self.cast_buffers: dict = {}  # serving-dtype copies of the master weights, kept across syncs
         self.optimizer, self.lr_scheduler = model_utils.build_optimizer(
-            self.model, self.config.actor.optim, self.config.trainer.total_steps
+            self.model, cfg.optim, self.config.trainer.total_steps
         )
         self.num_updates = 0
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
         self.model.eval()
-        out = self._log_probs(self.model, data, "old_log_probs", with_entropy=True)
+        out = self._log_probs(data, "old_log_probs", with_entropy=True, micro_cfg=self.config.actor)
         self.model.train()
         return out
 
@@ -47,19 +56,23 @@ class ActorWorker(Worker, PolicyModelMixin):
         cfg = self.config.actor
         batch = micro.batch
         mask = batch["response_mask"].float()
-        log_prob, entropy = model_utils.response_log_probs(
-            self.model, *model_inputs(batch), response_length, self.config.rollout.temperature, with_entropy=True
-        )
+        log_prob, entropy, num_computed = self._score_micro(batch, response_length, with_entropy=True)
+        tis_cap = self.config.algorithm.rollout_correction.tis_cap
+        token_weights = None
+        if tis_cap is not None:
+            token_weights = truncated_is_weights(batch["old_log_probs"], batch["rollout_log_probs"], tis_cap)
         pg_loss, clipfrac, ppo_kl, clipfrac_lower = compute_policy_loss(
             old_log_prob=batch["old_log_probs"], log_prob=log_prob, advantages=batch["advantages"],
             response_mask=mask, clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high,
-            clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=cfg.loss_agg_mode,
+            clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=cfg.loss_agg_mode, token_weights=token_weights,
         )
         entropy_loss = agg_loss(entropy, mask, cfg.loss_agg_mode)
         loss = pg_loss - cfg.entropy_coeff * entropy_loss
         stats = {"actor/pg_loss": pg_loss.item(), "actor/pg_clipfrac": float(clipfrac),
                  "actor/ppo_kl": float(ppo_kl), "actor/pg_clipfrac_lower": float(clipfrac_lower),
-                 "actor/entropy": entropy_loss.item()}
+                 "actor/entropy": entropy_loss.item(), "num_computed_tokens": num_computed}
+        if token_weights is not None:
+            stats["rollout_corr/tis_weight_mean"] = float((token_weights * mask).sum() / mask.sum().clamp(min=1))
         if cfg.use_kl_loss:
             kl = agg_loss(kl_penalty(log_prob, batch["ref_log_prob"], cfg.kl_loss_type), mask, cfg.loss_agg_mode)
             loss = loss + cfg.kl_loss_coef * kl
@@ -70,9 +83,7 @@ class ActorWorker(Worker, PolicyModelMixin):
     def micro_batch_weight(micro: DataProto, mini: DataProto, loss_agg_mode: str) -> float:
         """Share of the mini-batch's loss that a micro-batch carries, so that the accumulated
         gradient equals the mini-batch's: tokens for token-mean, sequences for the seq-mean modes."""
-        if loss_agg_mode == "token-mean":
-            return float(micro.batch["response_mask"].sum() / mini.batch["response_mask"].sum().clamp(min=1))
-        return len(micro) / len(mini)
+        return micro_batch_weight(micro.batch["response_mask"], mini.batch["response_mask"], loss_agg_mode)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict:
@@ -81,13 +92,18 @@ class ActorWorker(Worker, PolicyModelMixin):
         response_length = data.batch["responses"].shape[1]
         mini_per_rank = cfg.ppo_mini_batch_size // self.world_size
         metrics = defaultdict(list)
+        num_computed = num_real = 0
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_per_rank):
-                micros = mini.split(cfg.micro_batch_size_per_rank)
+                parts = micro_partitions(mini.batch["attention_mask"], cfg.micro_batch_size_per_rank,
+                                         cfg.max_tokens_per_micro_batch)
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in micros:
+                for rows in parts:
+                    micro = mini[rows]
                     loss, stats = self._micro_loss(micro, response_length)
                     (loss * self.micro_batch_weight(micro, mini, cfg.loss_agg_mode)).backward()
+                    num_computed += stats.pop("num_computed_tokens")
+                    num_real += int(micro.batch["attention_mask"].sum())
                     for k, v in stats.items():
                         metrics[k].append(v)
                 grad_norm = model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip)
@@ -102,11 +118,17 @@ class ActorWorker(Worker, PolicyModelMixin):
         self.num_updates += 1
         out = {k: sum(v) / len(v) for k, v in metrics.items()}
         out["actor/lr"] = self.lr_scheduler.get_last_lr()[0]
+        out["perf/padding_ratio"] = num_computed / max(num_real, 1)  # tokens computed / real tokens
+        out["perf/update_num_tokens"] = float(num_real)  # real tokens trained on this rank (all epochs)
+        if self.device.type == "cuda":
+            out["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+            torch.cuda.reset_peak_memory_stats(self.device)
         return out
 
     def named_weights(self):
-        """(HF name, full tensor) parameter pairs in the actor's dtype, gathered shard by shard."""
-        return model_utils.full_named_parameters(self.model)
+        """(HF name, full tensor) parameter pairs in the serving dtype (`model.dtype`), gathered
+        shard by shard; fp32 master weights are cast into buffers kept across syncs."""
+        return model_utils.full_named_parameters(self.model, self.serving_dtype, self.cast_buffers)
 
     # ---- weight sync: every rank gathers its shards; rank 0 sends --------------------------
     # (cuda_ipc with several ranks: every rank exports its own GPU's copy, rank 0 sends them all,

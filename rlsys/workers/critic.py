@@ -1,7 +1,8 @@
 """Critic role: a value head on the policy's backbone, trained with the clipped value loss.
 
-V(s_t) for response token t is read at the position that predicts it (P-1+t), so values
-line up with rewards and log-probs, shape (batch, response_length).
+V(s_t) for response token t is read at the position that predicts it (p_i - 1 + t in the
+packed micro-batch), so values line up with rewards and log-probs, shape
+(batch, response_length). Precision and micro-batching as the actor's (`critic.*` keys).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from rlsys.algorithms import compute_value_loss
 from rlsys.protocol import DataProto
 from rlsys.single_controller import Dispatch, Worker, register
 from rlsys.workers import model_utils
-from rlsys.workers.policy import model_inputs
+from rlsys.workers.lm_head import gather_response_positions
+from rlsys.workers.micro_batches import micro_batch_weight, micro_partitions, pack_micro_batch, unpack_response
 
 
 class CriticWorker(Worker):
@@ -31,27 +33,39 @@ class CriticWorker(Worker):
         self.device = model_utils.resolve_device(cfg.trainer.device)
         model_utils.init_distributed(self.device, cfg.trainer.worker_timeout_s)
         torch.manual_seed(cfg.trainer.seed)
-        dtype = model_utils.resolve_dtype(cfg.model.dtype, self.device)
-        model = AutoModelForTokenClassification.from_pretrained(self.model_path, num_labels=1, torch_dtype=dtype)
-        self.model = model_utils.shard_model(model.to(self.device))
+        param_dtype, compute_dtype = model_utils.role_dtypes(cfg.critic, self.device)
+        model = AutoModelForTokenClassification.from_pretrained(self.model_path, num_labels=1, torch_dtype=param_dtype)
+        model.to(self.device)
+        if cfg.critic.gradient_checkpointing:
+            model_utils.enable_gradient_checkpointing(model)
+        self.model = model_utils.shard_model(model, mp_policy=model_utils.mixed_precision(param_dtype, compute_dtype))
         self.optimizer, self.lr_scheduler = model_utils.build_optimizer(
             self.model, cfg.critic.optim, cfg.trainer.total_steps
         )
 
-    def _values(self, batch, response_length: int) -> torch.Tensor:
-        input_ids, attention_mask, position_ids = model_inputs(batch)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-        logits = logits.squeeze(-1)
-        return logits[:, -response_length - 1 : -1].float() * batch["response_mask"]
+    def _values(self, batch, response_length: int) -> tuple[torch.Tensor, int]:
+        """(values (rows, response_length) fp32, 0 off the response mask; tokens computed)."""
+        packed = pack_micro_batch(batch["input_ids"], batch["attention_mask"], response_length)
+        logits = self.model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                            position_ids=packed.position_ids).logits
+        values = gather_response_positions(logits, packed).squeeze(-1).float()
+        values = unpack_response(values * packed.response_valid, response_length)
+        return values * batch["response_mask"], packed.num_computed_tokens
+
+    def _partitions(self, batch) -> list[list[int]]:
+        cfg = self.config.critic
+        return micro_partitions(batch["attention_mask"], cfg.micro_batch_size_per_rank, cfg.max_tokens_per_micro_batch)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:
         data = data.to(self.device)
         response_length = data.batch["responses"].shape[1]
+        values = torch.zeros(data.batch["responses"].shape, dtype=torch.float32)
         with torch.no_grad():
-            values = [self._values(c.batch, response_length)
-                      for c in data.split(self.config.critic.micro_batch_size_per_rank)]
-        return DataProto.from_dict({"values": torch.cat(values).cpu()})
+            for rows in self._partitions(data.batch):
+                index = torch.tensor(rows)
+                values[index] = self._values(data.batch[index.to(self.device)], response_length)[0].cpu()
+        return DataProto.from_dict({"values": values})
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_critic(self, data: DataProto) -> dict:
@@ -61,17 +75,17 @@ class CriticWorker(Worker):
         metrics = defaultdict(list)
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(cfg.ppo_mini_batch_size // self.world_size):
-                micros = mini.split(cfg.micro_batch_size_per_rank)
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in micros:
-                    b = micro.batch
-                    vpreds = self._values(b, response_length)
+                for rows in self._partitions(mini.batch):
+                    b = mini[rows].batch
+                    vpreds, _ = self._values(b, response_length)
                     vf_loss, vf_clipfrac = compute_value_loss(
                         vpreds=vpreds, values=b["values"], returns=b["returns"],
                         response_mask=b["response_mask"].float(), cliprange_value=cfg.cliprange_value,
                         loss_agg_mode=cfg.loss_agg_mode,
                     )
-                    (vf_loss / len(micros)).backward()
+                    weight = micro_batch_weight(b["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
+                    (vf_loss * weight).backward()
                     metrics["critic/vf_loss"].append(vf_loss.item())
                     metrics["critic/vf_clipfrac"].append(float(vf_clipfrac))
                     metrics["critic/vpred_mean"].append(vpreds.mean().item())

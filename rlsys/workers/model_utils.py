@@ -1,7 +1,10 @@
 """Model helpers shared by the actor, reference and critic roles.
 
-Loading a HF causal LM, optional FSDP2 sharding, and the one forward pass every role needs:
-log-probabilities (and entropy) of the response tokens given prompt + response.
+Devices and dtypes, torch.distributed (also for one rank: FSDP2 needs a process group), FSDP2
+sharding with a mixed-precision policy at every world size, optimizer and grad clipping.
+Precision (docs/precision.md): a trained role keeps fp32 parameters, gradients and AdamW state
+(`param_dtype`) and computes in `compute_dtype` through `MixedPrecisionPolicy(param_dtype=
+compute, reduce_dtype=fp32)`; the reference is loaded in its compute dtype (no master copy).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import os
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 
 def resolve_device(device: str) -> torch.device:
@@ -27,13 +29,26 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def role_dtypes(role_cfg, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(param dtype, compute dtype) of a role config with `param_dtype` / `compute_dtype` keys."""
+    param = resolve_dtype(role_cfg.param_dtype, device)
+    return param, resolve_dtype(role_cfg.compute_dtype, device)
+
+
 def init_distributed(device: torch.device, timeout_s: float = 600.0) -> None:
-    """Start torch.distributed for the role's ranks; gloo on CPU, nccl on CUDA."""
-    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
+    """Start torch.distributed for the role's ranks; gloo on CPU, nccl on CUDA.
+
+    One rank gets a one-member group on an in-memory store: FSDP2 (one code path for one
+    device and many) needs a process group even then."""
     import datetime
 
+    if dist.is_initialized():
+        return
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+        return
     dist.init_process_group(
         backend=backend,
         init_method=f"tcp://{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
@@ -43,61 +58,75 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> None:
     )
 
 
-def shard_model(model: torch.nn.Module) -> torch.nn.Module:
-    """FSDP2: shard each decoder layer, then the root, when more than one rank trains."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return model
+def mixed_precision(param_dtype: torch.dtype, compute_dtype: torch.dtype):
+    """FSDP2 policy: compute in `compute_dtype`, reduce gradients in fp32; None when no cast is needed."""
+    if param_dtype == compute_dtype:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+
+
+def decoder_layers(model: torch.nn.Module):
+    """The transformer blocks of a HF model (`model.model.layers` for Qwen2/Llama-style models)."""
+    return model.get_decoder().layers if hasattr(model, "get_decoder") else model.model.layers
+
+
+def shard_model(model: torch.nn.Module, root: torch.nn.Module | None = None, mp_policy=None) -> torch.nn.Module:
+    """FSDP2 at every world size: each decoder layer, then `root` (default: the model) as the
+    root unit holding embeddings, final norm and head. Returns the root."""
     from torch.distributed.fsdp import fully_shard
 
-    for layer in model.model.layers:
-        fully_shard(layer)
-    fully_shard(model)
-    return model
+    root = model if root is None else root
+    kwargs = {"mp_policy": mp_policy} if mp_policy is not None else {}
+    for layer in decoder_layers(model):
+        fully_shard(layer, **kwargs)
+    fully_shard(root, **kwargs)
+    return root
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing of every decoder layer (before sharding)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 DTensor: its local shard when one rank holds it all (no copy)."""
+    if not hasattr(tensor, "full_tensor"):
+        return tensor
+    local = tensor.to_local()
+    if tensor.device_mesh.size() == 1 and local.shape == tensor.shape:
+        return local
+    return tensor.full_tensor()
 
 
 def full_state_dict(model: torch.nn.Module):
     """Yield (HF name, full tensor) pairs, gathering FSDP2 DTensor shards one at a time."""
     for name, tensor in model.state_dict().items():
-        if hasattr(tensor, "full_tensor"):
-            tensor = tensor.full_tensor()
-        yield name, tensor.detach()
+        yield name, _full(tensor).detach()
 
 
-def full_named_parameters(model: torch.nn.Module):
+def full_named_parameters(model: torch.nn.Module, dtype: torch.dtype | None = None,
+                          cast_buffers: dict | None = None):
     """Yield (HF name, full tensor) per parameter, tied parameters once (vLLM re-ties them).
 
     Unlike the state dict, a tied `lm_head.weight` is not repeated: sending it would cost a
     second copy of the embedding (27% of Qwen2.5-0.5B's bytes) that vLLM then skips.
+    With `dtype` (the serving dtype), tensors of another dtype are cast into buffers kept in
+    `cast_buffers` across calls, so fp32 master weights cross as bf16 and the buffers keep
+    their storage from sync to sync (zero-copy CUDA IPC exports them once).
     """
     for name, param in model.named_parameters():  # remove_duplicate=True drops tied aliases
-        tensor = param.full_tensor() if hasattr(param, "full_tensor") else param
-        yield name, tensor.detach()
-
-
-def response_log_probs(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    position_ids: torch.Tensor,
-    response_length: int,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-):
-    """Log-probabilities of the response tokens, shape (batch, response_length).
-
-    input_ids = [left-padded prompt | right-padded response]; the logit at position t
-    predicts token t+1, so response token j is scored by the logit at P-1+j.
-    Returns (log_probs, entropy or None).
-    """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
-    logits = logits[:, -response_length - 1 : -1, :].float() / temperature
-    log_softmax = F.log_softmax(logits, dim=-1)
-    responses = input_ids[:, -response_length:]
-    log_probs = torch.gather(log_softmax, -1, responses.unsqueeze(-1)).squeeze(-1)
-    entropy = None
-    if with_entropy:
-        entropy = -(log_softmax.exp() * log_softmax).sum(-1)
-    return log_probs, entropy
+        tensor = _full(param).detach()
+        if dtype is not None and tensor.dtype != dtype:
+            buffer = None if cast_buffers is None else cast_buffers.get(name)
+            if buffer is None or buffer.shape != tensor.shape or buffer.device != tensor.device:
+                buffer = torch.empty(tensor.shape, dtype=dtype, device=tensor.device)
+                if cast_buffers is not None:
+                    cast_buffers[name] = buffer
+            tensor = buffer.copy_(tensor)
+        yield name, tensor
 
 
 def build_optimizer(model: torch.nn.Module, optim_cfg, total_steps: int):

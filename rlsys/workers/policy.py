@@ -1,4 +1,9 @@
-"""Shared setup for roles that hold a causal LM (actor and reference): load, shard, score."""
+"""Shared setup for roles that hold a causal LM (actor and reference): load, shard, score.
+
+Scoring runs micro-batch by micro-batch (`rlsys.workers.micro_batches`: fixed-size or
+token-budget, each trimmed to its longest sequence) through a `ResponseScorer`, the FSDP2
+root whose forward returns response log-probs without full-vocabulary logits.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import torch
 
 from rlsys.protocol import DataProto
 from rlsys.workers import model_utils
+from rlsys.workers.lm_head import ResponseScorer
+from rlsys.workers.micro_batches import micro_partitions, pack_micro_batch, unpack_response
 
 
 def model_inputs(batch):
@@ -15,33 +22,53 @@ def model_inputs(batch):
 class PolicyModelMixin:
     """Shared model setup for roles that hold a causal LM (actor and reference)."""
 
-    def _load_policy(self, config, trainable: bool):
+    def _load_policy(self, config, trainable: bool, param_dtype: torch.dtype, compute_dtype: torch.dtype,
+                     gradient_checkpointing: bool = False, chunk_size: int = 1024):
+        """Load the HF model in `param_dtype`, shard it (FSDP2, compute in `compute_dtype`);
+        sets `self.model` (the HF model, for names and saving) and `self.scorer` (the root)."""
         from transformers import AutoModelForCausalLM
 
         self.config = config
         self.device = model_utils.resolve_device(config.trainer.device)
         model_utils.init_distributed(self.device, config.trainer.worker_timeout_s)
         torch.manual_seed(config.trainer.seed)
-        dtype = model_utils.resolve_dtype(config.model.dtype, self.device)
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, torch_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, torch_dtype=param_dtype)
         model.to(self.device)
+        if gradient_checkpointing:
+            model_utils.enable_gradient_checkpointing(model)
         model.train(trainable)
         model.requires_grad_(trainable)
-        return model_utils.shard_model(model)
+        scorer = ResponseScorer(model, chunk_size)
+        self.model = model
+        self.scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(param_dtype, compute_dtype))
+        return model
+
+    def _score_micro(self, micro_batch, response_length: int, with_entropy: bool):
+        """(log_probs, entropy or None, tokens computed) for one micro-batch's TensorDict,
+        log-probs (rows, response_length)."""
+        packed = pack_micro_batch(micro_batch["input_ids"], micro_batch["attention_mask"], response_length)
+        log_probs, entropy = self.scorer(packed, self.config.rollout.temperature, with_entropy)
+        log_probs = unpack_response(log_probs, response_length)
+        entropy = unpack_response(entropy, response_length) if with_entropy else None
+        return log_probs, entropy, packed.num_computed_tokens
 
     @torch.no_grad()
-    def _log_probs(self, model, data: DataProto, key: str, with_entropy: bool) -> DataProto:
+    def _log_probs(self, data: DataProto, key: str, with_entropy: bool, micro_cfg) -> DataProto:
+        """Score every row in micro-batches of `micro_cfg` (micro_batch_size_per_rank /
+        max_tokens_per_micro_batch); results come back in the input's row order."""
         data = data.to(self.device)
-        response_length = data.batch["responses"].shape[1]
-        micro = self.config.actor.micro_batch_size_per_rank
-        outs, ents = [], []
-        for chunk in data.split(micro):
-            lp, ent = model_utils.response_log_probs(
-                model, *model_inputs(chunk.batch), response_length, self.config.rollout.temperature, with_entropy
-            )
-            outs.append(lp)
-            ents.append(ent)
-        tensors = {key: torch.cat(outs).cpu()}
+        batch = data.batch
+        response_length = batch["responses"].shape[1]
+        log_probs = torch.zeros(batch["responses"].shape, dtype=torch.float32)
+        entropy = torch.zeros_like(log_probs) if with_entropy else None
+        for rows in micro_partitions(batch["attention_mask"], micro_cfg.micro_batch_size_per_rank,
+                                     micro_cfg.max_tokens_per_micro_batch):
+            index = torch.tensor(rows, device=self.device)
+            lp, ent, _ = self._score_micro(batch[index], response_length, with_entropy)
+            log_probs[index.cpu()] = lp.cpu()
+            if with_entropy:
+                entropy[index.cpu()] = ent.cpu()
+        tensors = {key: log_probs}
         if with_entropy:
-            tensors["entropys"] = torch.cat(ents).cpu()
+            tensors["entropys"] = entropy
         return DataProto.from_dict(tensors)

@@ -17,9 +17,14 @@ class ReferenceWorker(Worker, PolicyModelMixin):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
-        self.model = self._load_policy(self.config, trainable=False)
+        from rlsys.workers import model_utils
+
+        device = model_utils.resolve_device(self.config.trainer.device)
+        dtype = model_utils.resolve_dtype(self.config.ref.compute_dtype, device)  # frozen: no master copy
+        self._load_policy(self.config, trainable=False, param_dtype=dtype, compute_dtype=dtype,
+                          chunk_size=self.config.actor.logprob_chunk_size)
         self.model.eval()
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
-        return self._log_probs(self.model, data, "ref_log_prob", with_entropy=False)
+        return self._log_probs(data, "ref_log_prob", with_entropy=False, micro_cfg=self.config.ref)

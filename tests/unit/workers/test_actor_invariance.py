@@ -1,7 +1,9 @@
-"""Invariance: one micro-batch of 4 and four micro-batches of 1 give the same loss and gradient.
+"""Invariance and precision of the actor's update (the actor runs in-process, one rank, FSDP2).
 
-The actor role runs in-process here (no Ray needed for the math): WORLD_SIZE is unset, so it
-trains on one rank without torch.distributed.
+* micro-batch x accumulation: one micro-batch of 4, four of 1, and token-budget micro-batches
+  give the same loss and gradient;
+* scoring a packed, trimmed micro-batch equals scoring the padded rollout layout with full logits;
+* bf16 compute with fp32 master weights: one AdamW step at lr 1e-6 changes (nearly) every weight.
 """
 
 from __future__ import annotations
@@ -21,42 +23,101 @@ def model_dir(tmp_path_factory):
     return str(build_tiny_model_dir(tmp_path_factory.mktemp("tiny"), seed=0))
 
 
-def make_batch(seed: int = 0) -> DataProto:
+def make_batch(seed: int = 0, rows: int = 4) -> DataProto:
+    """Left-padded prompts of 1..4 tokens, right-padded responses of 1..4 tokens."""
     g = torch.Generator().manual_seed(seed)
     prompt_len, response_len = 4, 4
-    input_ids = torch.randint(4, 60, (4, prompt_len + response_len), generator=g)
-    response_mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
-    attention_mask = torch.cat([torch.ones(4, prompt_len, dtype=torch.long), response_mask], dim=1)
+    input_ids = torch.randint(4, 60, (rows, prompt_len + response_len), generator=g)
+    prompt_lens = torch.tensor([4, 1, 3, 2] * (rows // 4))
+    response_lens = torch.tensor([1, 2, 3, 4] * (rows // 4))
+    positions = torch.arange(prompt_len)
+    prompt_mask = (positions >= prompt_len - prompt_lens[:, None]).long()
+    response_mask = (torch.arange(response_len) < response_lens[:, None]).long()
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
     return DataProto.from_dict({
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "position_ids": (attention_mask.cumsum(1) - 1).clamp(min=0),
         "responses": input_ids[:, prompt_len:],
         "response_mask": response_mask,
-        "old_log_probs": -torch.rand(4, response_len, generator=g) * 3,
-        "advantages": torch.randn(4, response_len, generator=g),
+        "old_log_probs": -torch.rand(rows, response_len, generator=g) * 3,
+        "rollout_log_probs": -torch.rand(rows, response_len, generator=g) * 3,
+        "advantages": torch.randn(rows, response_len, generator=g),
     })
 
 
-def grads_after_update(model_dir: str, micro: int, loss_agg_mode: str):
+def make_actor(model_dir: str, **actor_overrides) -> ActorWorker:
     config = RLConfig()
     config.trainer.device = "cpu"
     config.actor.ppo_mini_batch_size = 4
-    config.actor.micro_batch_size_per_rank = micro
-    config.actor.loss_agg_mode = loss_agg_mode
     config.actor.entropy_coeff = 0.01
     config.actor.optim.grad_clip = 1e9
+    for key, value in actor_overrides.items():
+        setattr(config.actor, key, value)
     actor = ActorWorker(config, model_dir)
     actor.init_model()
+    return actor
+
+
+def grads_after_update(model_dir: str, **actor_overrides):
+    actor = make_actor(model_dir, **actor_overrides)
     metrics = actor.update_actor(make_batch())
-    return {n: p.grad.clone() for n, p in actor.model.named_parameters()}, metrics
+    return {n: p.grad.full_tensor().clone() for n, p in actor.model.named_parameters()}, metrics
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])
 def test_micro_batch_times_accumulation_is_invariant(model_dir, mode):
-    grads_1x4, m1 = grads_after_update(model_dir, micro=1, loss_agg_mode=mode)
-    grads_4x1, m4 = grads_after_update(model_dir, micro=4, loss_agg_mode=mode)
+    grads_1x4, m1 = grads_after_update(model_dir, micro_batch_size_per_rank=1, loss_agg_mode=mode)
+    grads_4x1, m4 = grads_after_update(model_dir, micro_batch_size_per_rank=4, loss_agg_mode=mode)
+    # token budget 10: rows of 5/3/6/6 real tokens pack as [6], [6], [5, 3] (2 x 5 = 10 tokens)
+    grads_dyn, md = grads_after_update(model_dir, micro_batch_size_per_rank=4, loss_agg_mode=mode,
+                                       max_tokens_per_micro_batch=10)
     for name in grads_4x1:
         torch.testing.assert_close(grads_1x4[name], grads_4x1[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(grads_dyn[name], grads_4x1[name], rtol=1e-4, atol=1e-6, msg=name)
     assert m1["actor/grad_norm"] == pytest.approx(m4["actor/grad_norm"], rel=1e-4)
+    assert md["actor/grad_norm"] == pytest.approx(m4["actor/grad_norm"], rel=1e-4)
     assert any(g.abs().sum() > 0 for g in grads_4x1.values())  # the update really trained
+    # fixed micro-batch of 4 is trimmed to its longest row (6): 24 computed / 20 real tokens
+    # (untrimmed it was 32); one row per micro-batch computes no padding; the budget 6 + 6 + 10
+    assert m4["perf/padding_ratio"] == pytest.approx(24 / 20)
+    assert m1["perf/padding_ratio"] == pytest.approx(1.0)
+    assert md["perf/padding_ratio"] == pytest.approx(22 / 20)
+
+
+def test_packed_scoring_equals_full_logits(model_dir):
+    actor = make_actor(model_dir)
+    batch = make_batch().batch
+    with torch.no_grad():
+        packed_lp, packed_ent, _ = actor._score_micro(batch, 4, with_entropy=True)
+        logits = actor.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             position_ids=batch["position_ids"]).logits[:, 3:-1].float()
+    log_softmax = torch.log_softmax(logits, -1)
+    full_lp = log_softmax.gather(-1, batch["responses"][..., None]).squeeze(-1)
+    full_ent = -(log_softmax.exp() * log_softmax).sum(-1)
+    mask = batch["response_mask"].bool()
+    torch.testing.assert_close(packed_lp[mask], full_lp[mask], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(packed_ent[mask], full_ent[mask], rtol=1e-4, atol=1e-5)
+    assert (packed_lp[~mask] == 0).all()
+
+
+def changed_fraction(model_dir: str, **actor_overrides) -> float:
+    actor = make_actor(model_dir, ppo_mini_batch_size=8, micro_batch_size_per_rank=8, **actor_overrides)
+    actor.config.actor.optim.lr = 1e-6
+    before = {n: p.full_tensor().detach().clone() for n, p in actor.model.named_parameters()}
+    actor.update_actor(make_batch(rows=8))
+    changed = total = 0
+    for name, param in actor.model.named_parameters():
+        after = param.full_tensor().detach()
+        assert after.dtype == getattr(torch, actor.config.actor.param_dtype), name  # master weights' dtype
+        changed += int((after != before[name]).sum())
+        total += after.numel()
+    return changed / total
+
+
+def test_bf16_compute_keeps_updates_with_fp32_master_weights(model_dir):
+    """Issue 11 acceptance 1: pure-bf16 AdamW rounded away ~99% of lr-1e-6 updates."""
+    mixed = changed_fraction(model_dir, compute_dtype="bfloat16")
+    pure_bf16 = changed_fraction(model_dir, compute_dtype="bfloat16", param_dtype="bfloat16")
+    assert mixed >= 0.9, mixed
+    assert pure_bf16 < 0.5, pure_bf16  # the old behaviour, for contrast

@@ -1,0 +1,151 @@
+"""Micro-batches for every forward and backward: fixed-size or token-budget, each trimmed.
+
+Rollout batches are laid out `[left-padded prompt | right-padded response]`, width P + R.
+A micro-batch is re-laid out right-padded and contiguous (prompt tokens, then response
+tokens) and trimmed to its own longest sequence, so a row costs its real length and the
+micro-batch costs rows x longest row. Token-budget partitioning (verl's `use_dynamic_bsz`)
+sorts sequences by real length and packs them so that this cost stays under
+`max_tokens_per_micro_batch`; the losses weight micro-batches by tokens (or sequences), so
+the accumulated gradient does not depend on the partition.
+
+`balanced_rank_order` reorders a whole batch so that each data-parallel rank's contiguous
+chunk holds about the same number of tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def sequence_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real tokens per row: (batch, P + R) mask -> (batch,) int64."""
+    return attention_mask.sum(-1).long()
+
+
+def fixed_partitions(num_rows: int, micro_batch_size: int) -> list[list[int]]:
+    """Consecutive groups of `micro_batch_size` rows (the last may be shorter)."""
+    return [list(range(i, min(i + micro_batch_size, num_rows))) for i in range(0, num_rows, micro_batch_size)]
+
+
+def token_budget_partitions(lengths: torch.Tensor, max_tokens: int) -> list[list[int]]:
+    """Greedy packing of rows sorted by length (longest first) into micro-batches whose padded
+    cost, rows x longest row, is at most `max_tokens`; a row longer than the budget goes alone.
+
+    lengths: (batch,) real tokens per row. Returns row indices per micro-batch, in the
+    original order inside each micro-batch."""
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens_per_micro_batch={max_tokens} must be positive")
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    parts: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for row in order:
+        length = int(lengths[row])
+        if current and max(longest, length) * (len(current) + 1) > max_tokens:
+            parts.append(sorted(current))
+            current, longest = [], 0
+        current.append(row)
+        longest = max(longest, length)
+    if current:
+        parts.append(sorted(current))
+    return parts
+
+
+def micro_partitions(attention_mask: torch.Tensor, micro_batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Fixed micro-batches when `max_tokens` is None, else token-budget ones."""
+    if max_tokens is None:
+        return fixed_partitions(attention_mask.shape[0], micro_batch_size)
+    return token_budget_partitions(sequence_lengths(attention_mask), max_tokens)
+
+
+@dataclass
+class PackedMicroBatch:
+    """One micro-batch, right-padded and trimmed (rows, W), W = its longest sequence.
+
+    `score_index[i, j]` is the position whose output predicts response token j of row i
+    (prompt_len_i - 1 + j); `response_tokens` / `response_valid` are (rows, Rm), Rm = the
+    micro-batch's longest response."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    score_index: torch.Tensor
+    response_tokens: torch.Tensor
+    response_valid: torch.Tensor
+
+    @property
+    def num_computed_tokens(self) -> int:
+        return self.input_ids.numel()
+
+
+def pack_micro_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int) -> PackedMicroBatch:
+    """Re-lay out rows of `[left-padded prompt | right-padded response]` (rows, P + R) as
+    contiguous right-padded sequences trimmed to the longest one.
+
+    The response part of `attention_mask` must be a prefix (real tokens first): response
+    token j of row i sits at P + j before and at p_i + j after, p_i = real prompt tokens."""
+    prompt_width = input_ids.shape[1] - response_length
+    prompt_lens = attention_mask[:, :prompt_width].sum(-1)
+    response_lens = attention_mask[:, prompt_width:].sum(-1)
+    total = prompt_lens + response_lens
+    width = max(int(total.max()), 1)
+    positions = torch.arange(width, device=input_ids.device).unsqueeze(0)
+    in_prompt = positions < prompt_lens.unsqueeze(1)
+    source = torch.where(in_prompt, prompt_width - prompt_lens.unsqueeze(1) + positions,
+                         prompt_width + positions - prompt_lens.unsqueeze(1))
+    valid = positions < total.unsqueeze(1)
+    source = torch.where(valid, source, torch.zeros_like(source)).clamp(max=input_ids.shape[1] - 1)
+    packed_ids = torch.gather(input_ids, 1, source)
+    packed_mask = valid.long()
+    response_width = max(int(response_lens.max()), 1)
+    j = torch.arange(response_width, device=input_ids.device).unsqueeze(0)
+    response_valid = j < response_lens.unsqueeze(1)
+    score_index = (prompt_lens.unsqueeze(1) - 1 + j).clamp(min=0, max=width - 1)
+    response_tokens = input_ids[:, prompt_width : prompt_width + response_width]
+    return PackedMicroBatch(
+        input_ids=torch.where(valid, packed_ids, torch.zeros_like(packed_ids)),
+        attention_mask=packed_mask,
+        position_ids=torch.where(valid, positions.expand_as(source), torch.zeros_like(source)),
+        score_index=score_index,
+        response_tokens=response_tokens,
+        response_valid=response_valid,
+    )
+
+
+def unpack_response(values: torch.Tensor, response_length: int) -> torch.Tensor:
+    """(rows, Rm) per-response-token values -> (rows, R), zero beyond Rm."""
+    if values.shape[1] >= response_length:
+        return values[:, :response_length]
+    return torch.nn.functional.pad(values, (0, response_length - values.shape[1]))
+
+
+def balanced_rank_order(lengths: torch.Tensor, num_ranks: int, seed: int = 0) -> torch.Tensor:
+    """A permutation of rows such that chunking it into `num_ranks` equal contiguous parts
+    gives each rank about the same number of tokens.
+
+    Rows are dealt longest first in a snake (0, 1, .., k-1, k-1, .., 0, ...), which keeps the
+    counts equal and the token sums within one longest row of each other; each rank's rows
+    are then shuffled (seeded) so that its mini-batches are not sorted by length.
+    lengths: (batch,), batch divisible by num_ranks. Returns (batch,) int64 indices."""
+    batch = lengths.shape[0]
+    if batch % num_ranks:
+        raise ValueError(f"batch of {batch} rows does not split over {num_ranks} ranks")
+    order = torch.argsort(lengths, descending=True, stable=True)
+    ranks: list[list[int]] = [[] for _ in range(num_ranks)]
+    for i, row in enumerate(order.tolist()):
+        lap, pos = divmod(i, num_ranks)
+        ranks[pos if lap % 2 == 0 else num_ranks - 1 - pos].append(row)
+    g = torch.Generator().manual_seed(seed)
+    shuffled = [torch.tensor(r)[torch.randperm(len(r), generator=g)] for r in ranks]
+    return torch.cat(shuffled)
+
+
+def micro_batch_weight(micro_mask: torch.Tensor, mini_mask: torch.Tensor, loss_agg_mode: str) -> float:
+    """Share of its mini-batch's loss that a micro-batch carries, so the accumulated gradient
+    equals the mini-batch's whatever the partition: response tokens for token-mean, rows for
+    the seq-mean modes. Masks are (rows, R) response masks."""
+    if loss_agg_mode == "token-mean":
+        return float(micro_mask.sum() / mini_mask.sum().clamp(min=1))
+    return micro_mask.shape[0] / mini_mask.shape[0]
