@@ -257,7 +257,7 @@ def print_table(rows: list[dict], baseline: dict, header: str) -> None:
         cells += [fmt(r[f"{p}_s"]) for p in PHASES]
         cells += [fmt(speed, ".2f", "x"), fmt(r["tokens_per_s"], ".0f"), fmt(r["padding_ratio"], ".3f"),
                   fmt(r["max_memory_allocated_gb"], ".1f"), fmt(r["update_tflops"], ".3g"),
-                  fmt(None if r["update_mfu"] is None else 100 * r["update_mfu"], ".1f", "%")]
+                  fmt(None if r["update_mfu"] is None else 100 * r["update_mfu"], ".3g", "%")]
         print("| " + " | ".join(cells) + " |")
     for r in rows:
         if r is baseline:
