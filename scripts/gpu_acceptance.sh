@@ -5,6 +5,11 @@
 #   bash scripts/gpu_acceptance.sh tests     # weight-sync tests on CUDA in bf16 + trainer colocate/sleep
 #   bash scripts/gpu_acceptance.sh grpo05 colocate|split   # GRPO 5 steps, Qwen2.5-0.5B shape
 #   bash scripts/gpu_acceptance.sh bench cuda_ipc|nccl|all # bench_weight_sync, 0.5B and 7B shapes
+#   bash scripts/gpu_acceptance.sh base100m  # issue 11, 5a: warm up arith-100m on cuda into /tmp/arith100m (~2 min)
+#   bash scripts/gpu_acceptance.sh learn     # issue 11, 5a: GRPO on it, lr 1e-5; prints val/score per validation
+# base100m and learn are two calls so that learn gets a whole device command (10 min); learn
+# builds the base model first if it is missing. Knobs: RUN_TIMEOUT (s, default 540), STEPS,
+# TEST_FREQ, EXTRA (more Hydra overrides, e.g. EXTRA="data.train_batch_size=64").
 set -uo pipefail
 OUT=${OUT:-/tmp/rlsys_gpu_out}
 mkdir -p "$OUT"
@@ -32,6 +37,36 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()
            if k == "step" or k.startswith("timing_s/") or k in ("critic/score/mean", "actor/pg_loss", "perf/throughput")})
+PY
+    ;;
+  base100m|learn)
+    BASE=${BASE:-/tmp/arith100m}
+    if [ ! -f "$BASE/rlsys_warmup.json" ]; then  # written last: its absence means no or a partial model
+      rm -rf "$BASE"
+      timeout 400 python3 scripts/make_tiny_model.py --out "$BASE" --shape arith-100m --device cuda \
+        > "$OUT/base100m.log" 2>&1; echo "warm-up exit $?"
+    fi
+    python3 -c "import json, sys; s = json.load(open(sys.argv[1])); print({k: v for k, v in s.items() if k != 'warmup'})" \
+      "$BASE/rlsys_warmup.json"
+    [ "$1" = learn ] || exit 0
+    rm -rf "$OUT/learn"
+    # 128 prompts x 8 samples = 1024 sequences per step, 8 AdamW steps of 128 (one micro-batch each).
+    timeout ${RUN_TIMEOUT:-540} python3 -m rlsys.main +recipe=grpo model.path="$BASE" actor.optim.lr=1e-5 \
+      rollout.enforce_eager=false data.train_batch_size=128 rollout.n=8 actor.ppo_mini_batch_size=128 \
+      actor.micro_batch_size_per_rank=128 data.val_size=512 trainer.total_steps=${STEPS:-200} \
+      trainer.test_freq=${TEST_FREQ:-5} hydra.run.dir="$OUT/learn" ${EXTRA:-} > "$OUT/learn.log" 2>&1
+    echo "exit $? (124: stopped by RUN_TIMEOUT, metrics so far below)"
+    grep -v "WorkerDict\|EngineCore\|Worker pid" "$OUT/learn.log" | grep -E "Error|error|derived|dtype" | tail -8
+    python3 - "$OUT/learn/metrics.jsonl" <<'PY'
+import json, sys
+train_s, first = 0.0, None
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    train_s += r.get("timing_s/step", 0.0)
+    if "val/score" in r:
+        first = r["val/score"] if first is None else first
+        print(f"step {r['step']:4d}  train {train_s:6.0f} s  val/score {r['val/score']:.3f}  "
+              f"gain {r['val/score'] - first:+.3f}  train score {r.get('critic/score/mean', float('nan')):.3f}")
 PY
     ;;
   bench)

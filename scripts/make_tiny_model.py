@@ -2,9 +2,15 @@
 
     python scripts/make_tiny_model.py                      # cached base model ($RLSYS_CACHE or ~/.cache/rlsys)
     python scripts/make_tiny_model.py --out /tmp/base      # warm up into a fresh directory
+    python scripts/make_tiny_model.py --out /tmp/arith100m --shape arith-100m --device cuda  # ~104M base model
     python scripts/make_tiny_model.py --out /tmp/rand --random
     python scripts/make_tiny_model.py --out /tmp/q05 --random --shape qwen2.5-0.5b   # realistic size
     python scripts/make_tiny_model.py --out /tmp/base --check-vllm   # + vLLM vs HF greedy check
+
+A shape's config.json declares that shape's context length (2048 or 32768, see
+rlsys.models.shapes; the shapeless tiny model keeps 128); `--max-position-embeddings` sets
+another for random weights. The warm-up at a shape uses that shape's recipe
+(rlsys.models.warmup.SHAPE_WARMUP_CONFIGS) and is never cached, so it needs --out.
 
 `--check-vllm` loads the directory in `vllm.LLM` (fp32, eager, max_model_len 128) and
 checks that greedy completions of validation prompts equal HF greedy token for token.
@@ -13,6 +19,7 @@ checks that greedy completions of validation prompts equal HF greedy token for t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,7 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlsys.models.shapes import qwen2_shape  # noqa: E402
 from rlsys.models.tiny import build_tiny_model_dir  # noqa: E402
-from rlsys.models.warmup import DONE_FILE, WarmupConfig, ensure_base_model, train_base_model  # noqa: E402
+from rlsys.models.warmup import (  # noqa: E402
+    DONE_FILE,
+    WarmupConfig,
+    ensure_base_model,
+    train_base_model,
+    warmup_config_for,
+)
 from rlsys.tasks.arithmetic import make_arithmetic_dataset  # noqa: E402
 
 
@@ -31,11 +44,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="write here instead of the cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random", action="store_true", help="random weights, no warm-up (needs --out)")
-    parser.add_argument("--shape", default=None, help="with --random: a Qwen2 shape of rlsys.models.shapes "
-                        "(default: the tiny model)")
+    parser.add_argument("--shape", default=None, help="a Qwen2 shape of rlsys.models.shapes "
+                        "(default: the embedded tiny model); without --random it is warmed up (needs --out)")
+    parser.add_argument("--device", default="cpu", help="warm-up device: cpu or cuda (bf16 autocast, fp32 weights)")
     parser.add_argument("--dtype", default="float32", help="with --random: dtype of the saved weights")
-    parser.add_argument("--clean-steps", type=int, default=WarmupConfig.num_clean_steps)
-    parser.add_argument("--noisy-steps", type=int, default=WarmupConfig.num_noisy_steps)
+    parser.add_argument("--max-position-embeddings", type=int, default=None,
+                        help="with --random: context length in config.json (default: the shape's)")
+    parser.add_argument("--clean-steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--noisy-steps", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--check-vllm", action="store_true", help="compare vLLM and HF greedy outputs")
     return parser.parse_args()
 
@@ -73,19 +89,34 @@ def check_vllm(model_dir: Path, num_prompts: int = 32, max_new_tokens: int = 6) 
     return len(mismatches)
 
 
+def warmup_config(args: argparse.Namespace) -> WarmupConfig:
+    """The shape's recipe with the step counts given on the command line."""
+    steps = {"num_clean_steps": args.clean_steps, "num_noisy_steps": args.noisy_steps}
+    return dataclasses.replace(warmup_config_for(args.shape), **{k: v for k, v in steps.items() if v is not None})
+
+
 def main() -> int:
     args = parse_args()
     if args.random:
         if args.out is None:
             raise ValueError("--random needs --out (random weights are never cached)")
-        overrides = {} if args.shape is None else qwen2_shape(args.shape)
+        if args.shape is not None:
+            overrides = qwen2_shape(args.shape, args.max_position_embeddings)
+        elif args.max_position_embeddings is not None:
+            overrides = {"max_position_embeddings": args.max_position_embeddings}
+        else:
+            overrides = {}
         model_dir = build_tiny_model_dir(args.out, args.seed, dtype=args.dtype, **overrides)
+    elif args.max_position_embeddings is not None:
+        raise ValueError("--max-position-embeddings applies to --random only (a warm-up uses the shape's)")
     elif args.out is None:
-        model_dir = ensure_base_model(seed=args.seed)
+        if args.shape is not None or args.device != "cpu":
+            raise ValueError("--shape/--device warm up into --out DIR; only the tiny CPU model is cached")
+        model_dir = ensure_base_model(seed=args.seed, config=warmup_config(args))
         print(json.dumps(json.loads((model_dir / DONE_FILE).read_text()), indent=2))
     else:
-        config = WarmupConfig(num_clean_steps=args.clean_steps, num_noisy_steps=args.noisy_steps)
-        print(json.dumps(train_base_model(args.out, args.seed, config), indent=2))
+        stats = train_base_model(args.out, args.seed, warmup_config(args), shape=args.shape, device=args.device)
+        print(json.dumps(stats, indent=2))
         model_dir = args.out
     print(f"model directory: {model_dir}")
     if args.check_vllm:

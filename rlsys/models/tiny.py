@@ -106,6 +106,7 @@ def build_tiny_model(seed: int = 0, **config_overrides):
 
     tokenizer = build_tokenizer()
     config = tiny_qwen2_config(tokenizer, **config_overrides)
+    tokenizer.model_max_length = config.max_position_embeddings  # saved with it: no length warnings
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
