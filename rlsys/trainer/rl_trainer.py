@@ -92,13 +92,15 @@ class RLTrainer:
         order = balanced_rank_order(sequence_lengths(batch.batch["attention_mask"]), num_ranks, seed=self.step)
         return batch[order.numpy()]
 
-    def old_log_probs(self, batch: DataProto) -> tuple[DataProto, dict]:
-        """The trainer's log-probs of the sampled tokens before the update, and their gap to
-        the rollout's; with `use_rollout_log_probs_as_old` the rollout's stand in (no forward)."""
+    def old_log_probs(self, batch: DataProto, timer: PhaseTimer) -> tuple[DataProto, dict]:
+        """The trainer's log-probs of the sampled tokens before the update (phase old_log_prob),
+        and their gap to the rollout's; with `use_rollout_log_probs_as_old` the rollout's stand
+        in and the phase is skipped."""
         if self.config.algorithm.rollout_correction.use_rollout_log_probs_as_old:
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"].clone()
             return batch, {}
-        batch = batch.union(self.roles.actor.compute_log_prob(batch))
+        with timer.phase("old_log_prob"):
+            batch = batch.union(self.roles.actor.compute_log_prob(batch))
         b = batch.batch
         return batch, rollout_logprob_gap(b["old_log_probs"], b["rollout_log_probs"], b["response_mask"])
 
@@ -121,8 +123,7 @@ class RLTrainer:
                 batch = batch.union(roles.reward.compute_score(batch))
             role_metrics = self.run_custom_roles(batch, timer)
             batch = self.balance(batch)
-            with timer.phase("old_log_prob"):
-                batch, gap_metrics = self.old_log_probs(batch)
+            batch, gap_metrics = self.old_log_probs(batch, timer)
             role_metrics.update(gap_metrics)
             if roles.reference is not None:
                 with timer.phase("ref"):

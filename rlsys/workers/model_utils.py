@@ -130,11 +130,15 @@ def full_named_parameters(model: torch.nn.Module, dtype: torch.dtype | None = No
 
 
 def build_optimizer(model: torch.nn.Module, optim_cfg, total_steps: int):
-    """AdamW with a warmup then constant or cosine schedule."""
+    """AdamW (fused) with a warmup then constant or cosine schedule."""
     import math
 
+    # fused: one kernel for all parameters on CPU and CUDA. PyTorch's default on CPU is a
+    # per-parameter loop, 10x slower than fused for FSDP2's DTensor parameters (9.5 vs 1.0 ms
+    # per step on the tiny model).
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), weight_decay=optim_cfg.weight_decay
+        model.parameters(), lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), weight_decay=optim_cfg.weight_decay,
+        fused=True,
     )
 
     def lr_lambda(step: int) -> float:
