@@ -9,6 +9,7 @@ involved and the nearest valid values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class BatchShapes:
     mini_batches_per_epoch: int
     micro_batch_size_per_rank: int
     grad_accum_steps: int
+    max_tokens_per_micro_batch: Optional[int] = None  # token-budget micro-batches; None: fixed size
 
     def table(self) -> str:
         rows = [
@@ -35,6 +37,10 @@ class BatchShapes:
             ("micro-batch per rank (actor.micro_batch_size_per_rank)", self.micro_batch_size_per_rank),
             ("gradient-accumulation steps per mini-batch", self.grad_accum_steps),
         ]
+        if self.max_tokens_per_micro_batch is not None:  # micro-batches are cut by tokens instead
+            rows[-2:] = [("micro-batch token budget per rank (actor.max_tokens_per_micro_batch)",
+                          self.max_tokens_per_micro_batch),
+                         ("gradient-accumulation steps per mini-batch", "by length")]
         width = max(len(name) for name, _ in rows)
         lines = [f"{'derived batch shapes':<{width}} | value", "-" * (width + 9)]
         lines += [f"{name:<{width}} | {value}" for name, value in rows]
@@ -65,12 +71,17 @@ def derive_batch_shapes(
     mini_batch_size: int,
     micro_batch_size_per_rank: int,
     prefix: str = "actor",
+    max_tokens_per_micro_batch: Optional[int] = None,
 ) -> BatchShapes:
     """Check divisibility and derive the per-rank, per-mini-batch shapes.
 
     sequences_per_step = prompts_per_step * samples_per_prompt
     grad_accum_steps   = mini_batch_size / (num_ranks * micro_batch_size_per_rank)
+    (with a token budget the micro-batches are cut by length instead; the table says so)
     """
+    if max_tokens_per_micro_batch is not None and max_tokens_per_micro_batch <= 0:
+        raise ValueError(f"{prefix}.max_tokens_per_micro_batch={max_tokens_per_micro_batch} must be positive "
+                         "(or null for fixed micro-batches)")
     if prompts_per_step <= 0:
         raise ValueError(f"data.train_batch_size={prompts_per_step} must be positive")
     if samples_per_prompt <= 0:
@@ -96,4 +107,5 @@ def derive_batch_shapes(
         mini_batches_per_epoch=sequences // mini_batch_size,
         micro_batch_size_per_rank=micro_batch_size_per_rank,
         grad_accum_steps=per_rank_mini // micro_batch_size_per_rank,
+        max_tokens_per_micro_batch=max_tokens_per_micro_batch,
     )

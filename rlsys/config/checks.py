@@ -39,6 +39,14 @@ def check_config(config, cuda_available: bool) -> None:
             f"rollout.tensor_parallel_size={rollout.tensor_parallel_size} must divide "
             f"trainer.n_devices_per_node={trainer.n_devices_per_node}"
         )
+    ref_budget = config.ref.max_tokens_per_micro_batch
+    if ref_budget is not None and ref_budget <= 0:
+        raise ValueError(f"ref.max_tokens_per_micro_batch={ref_budget} must be positive (or null)")
+    if config.actor.logprob_chunk_size <= 0:
+        raise ValueError(f"actor.logprob_chunk_size={config.actor.logprob_chunk_size} must be positive")
+    if algo.rollout_correction.tis_cap is not None and not algo.rollout_correction.tis_cap > 0:
+        raise ValueError(f"algorithm.rollout_correction.tis_cap={algo.rollout_correction.tis_cap} must be "
+                         "positive (or null for off)")
     if config.data.max_prompt_length + config.data.max_response_length > rollout.max_model_len:
         raise ValueError(
             f"data.max_prompt_length + data.max_response_length = "

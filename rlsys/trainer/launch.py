@@ -27,11 +27,13 @@ def derive_shapes(config, num_train_ranks: int):
     shapes = derive_batch_shapes(
         config.data.train_batch_size, config.rollout.n, num_train_ranks,
         config.actor.ppo_mini_batch_size, config.actor.micro_batch_size_per_rank,
+        max_tokens_per_micro_batch=config.actor.max_tokens_per_micro_batch,
     )
     if needs_critic(config):
         derive_batch_shapes(
             config.data.train_batch_size, config.rollout.n, num_train_ranks,
             config.critic.ppo_mini_batch_size, config.critic.micro_batch_size_per_rank, prefix="critic",
+            max_tokens_per_micro_batch=config.critic.max_tokens_per_micro_batch,
         )
     return shapes
 

@@ -27,3 +27,13 @@ def test_micro_batch_that_does_not_divide_per_rank_mini_batch():
 def test_mini_batch_must_split_evenly_over_ranks():
     with pytest.raises(ValueError, match="multiple of 4"):
         derive_batch_shapes(12, 1, 4, 6, 1)
+
+
+def test_token_budget_shows_in_the_table_and_must_be_positive():
+    import pytest
+
+    shapes = derive_batch_shapes(16, 4, 1, 32, 8, max_tokens_per_micro_batch=1024)
+    assert "actor.max_tokens_per_micro_batch" in shapes.table() and "1024" in shapes.table()
+    assert "actor.max_tokens_per_micro_batch" not in derive_batch_shapes(16, 4, 1, 32, 8).table()
+    with pytest.raises(ValueError, match="critic.max_tokens_per_micro_batch=0"):
+        derive_batch_shapes(16, 4, 1, 32, 8, prefix="critic", max_tokens_per_micro_batch=0)
