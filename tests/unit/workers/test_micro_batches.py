@@ -1,0 +1,71 @@
+"""Micro-batch partitioning, packing and rank balancing (pure tensor functions)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlsys.workers.micro_batches import (
+    balanced_rank_order,
+    micro_partitions,
+    pack_micro_batch,
+    token_budget_partitions,
+    unpack_response,
+)
+
+
+def test_token_budget_respects_budget_and_covers_every_row_once():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 300, (97,), generator=g)
+    parts = token_budget_partitions(lengths, max_tokens=1000)
+    assert sorted(r for p in parts for r in p) == list(range(97))
+    for part in parts:
+        cost = len(part) * int(lengths[part].max())
+        assert cost <= 1000 or len(part) == 1
+    # sorted packing wastes little: padded cost within 15% of the real tokens here
+    padded = sum(len(p) * int(lengths[p].max()) for p in parts)
+    assert padded / int(lengths.sum()) < 1.15
+
+
+def test_row_longer_than_budget_goes_alone_and_bad_budget_fails():
+    parts = token_budget_partitions(torch.tensor([5, 50, 5]), max_tokens=20)
+    assert [1] in parts and sorted(r for p in parts for r in p) == [0, 1, 2]
+    with pytest.raises(ValueError, match="max_tokens_per_micro_batch"):
+        token_budget_partitions(torch.tensor([1]), 0)
+
+
+def test_fixed_partitions_when_no_budget():
+    mask = torch.ones(10, 4, dtype=torch.long)
+    assert micro_partitions(mask, 4, None) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_pack_relays_rows_contiguously_and_scores_the_right_positions():
+    # P = 3, R = 3; row 0: prompt [7, 8] + response [1, 2]; row 1: prompt [9] + response [3, 4, 5]
+    input_ids = torch.tensor([[0, 7, 8, 1, 2, 0], [0, 0, 9, 3, 4, 5]])
+    attention_mask = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]])
+    packed = pack_micro_batch(input_ids, attention_mask, response_length=3)
+    assert packed.input_ids.tolist() == [[7, 8, 1, 2], [9, 3, 4, 5]]
+    assert packed.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 1]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    # response token j of row i is predicted at prompt_len_i - 1 + j
+    assert packed.score_index.tolist() == [[1, 2, 3], [0, 1, 2]]
+    assert packed.response_tokens.tolist() == [[1, 2, 0], [3, 4, 5]]
+    assert packed.response_valid.tolist() == [[True, True, False], [True, True, True]]
+    assert packed.num_computed_tokens == 8
+    assert unpack_response(torch.ones(2, 2), 3).tolist() == [[1, 1, 0], [1, 1, 0]]
+
+
+def test_balanced_rank_order_evens_tokens_and_keeps_counts():
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 1000, (64,), generator=g)
+    order = balanced_rank_order(lengths, num_ranks=4, seed=3)
+    assert sorted(order.tolist()) == list(range(64))
+    per_rank = [int(lengths[chunk].sum()) for chunk in order.chunk(4)]
+    naive = [int(chunk.sum()) for chunk in lengths.chunk(4)]
+    assert max(per_rank) - min(per_rank) <= int(lengths.max())
+    assert max(per_rank) - min(per_rank) < max(naive) - min(naive)
+    # shuffled inside each rank: its mini-batches are not sorted by length
+    first = lengths[order[:16]]
+    assert not torch.equal(first, first.sort(descending=True).values)
+    with pytest.raises(ValueError, match="does not split"):
+        balanced_rank_order(lengths[:63], 4)
