@@ -1,16 +1,21 @@
 """Start-of-run checks for settings that are each valid alone but conflict together.
 
+`check_config` runs before Ray starts; it first checks every numeric key's range
+(`rlsys.config.ranges`).
+
 Each error names the keys that conflict and what to set instead.
 """
 
 from __future__ import annotations
 
 from rlsys.algorithms import ADVANTAGE_ESTIMATORS
+from rlsys.config.ranges import check_ranges
 
 GROUP_ESTIMATORS = {"grpo", "rloo", "reinforce_plus_plus_baseline"}
 
 
 def check_config(config, cuda_available: bool) -> None:
+    check_ranges(config)  # every numeric key in its range first (rlsys.config.ranges)
     algo, rollout, trainer = config.algorithm, config.rollout, config.trainer
     if algo.adv_estimator not in ADVANTAGE_ESTIMATORS:
         raise ValueError(

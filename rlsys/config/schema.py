@@ -154,6 +154,11 @@ class RewardConfig:
     fn: Optional[str] = None  # "package.module:function" or "path/to/file.py:function"
     on_error: str = "raise"  # raise | zero: what a reward function that raises does to the run
     format_score: float = 0.0  # partial credit for a well-formed but wrong answer (math verifiers)
+    # Seconds one call of the function may take; it runs in a child process of the reward worker,
+    # killed (and restarted) on a timeout, which counts as that sample's error. null: in-process, unbounded.
+    timeout_s: Optional[float] = 60.0
+    # Above this fraction of a step's samples failing (on_error=zero), the run stops with the first error.
+    max_error_fraction: float = 0.5
 
 
 @dataclass
