@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -25,7 +26,67 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-__all__ = ["DataProto", "DataProtoItem", "DataProtoFuture", "pad_dataproto_to_divisor", "unpad_dataproto"]
+__all__ = ["DataProto", "DataProtoItem", "DataProtoFuture", "DataProtoConfig", "DataProtoError",
+           "pad_dataproto_to_divisor", "unpad_dataproto"]
+
+
+class DataProtoError(ValueError, AssertionError):
+    """A misuse of DataProto (sizes, keys, conflicting meta_info). A ValueError, as our code catches;
+    also an AssertionError, because verl asserts in these places and verl code catches that."""
+
+
+class _DataProtoConfigMeta(type):
+    """`DataProtoConfig.auto_padding` is a class-level switch (verl's spelling), also set by env."""
+
+    auto_padding_key = "_verl_auto_padding"  # verl's meta_info key, so flags set by verl code carry over
+    _auto_padding = False
+
+    @property
+    def auto_padding(cls) -> bool:
+        by_env = any(os.environ.get(k, "").upper() in ("1", "TRUE") for k in ("RLSYS_AUTO_PADDING", "VERL_AUTO_PADDING"))
+        return by_env or cls._auto_padding
+
+    @auto_padding.setter
+    def auto_padding(cls, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise DataProtoError(f"DataProtoConfig.auto_padding must be a bool, got {enabled!r}")
+        cls._auto_padding = enabled
+
+
+class DataProtoConfig(metaclass=_DataProtoConfigMeta):
+    """Global DataProto switches. `auto_padding` lets `chunk` make unequal chunks (verl's meaning).
+    The group always pads DP_COMPUTE_PROTO inputs to the world size, whatever this says."""
+
+
+class MetricValues(list):
+    """One metric's values from the parts of a concat, in part order (verl's dict-of-lists form).
+    `float()` gives their mean, so code that logged one rank's number now logs all ranks' mean."""
+
+    def __float__(self) -> float:
+        return float(np.mean([float(v) for v in self])) if self else float("nan")
+
+
+def _merge_meta_info(parts: list) -> dict:
+    """verl's concat rule: "metrics" of every part -> {name: [value per part]}; other keys must agree."""
+    merged, metric_dicts = {}, []
+    for i, part in enumerate(parts):
+        for key, value in part.meta_info.items():
+            if key == "metrics":
+                if value is not None:
+                    metric_dicts.extend(value if isinstance(value, list) else [value])
+            elif key not in merged:
+                merged[key] = value
+            elif not _values_equal(merged[key], value):
+                raise DataProtoError(f"concat: Conflicting values for meta_info key {key!r}: "
+                                     f"{merged[key]!r:.60} (earlier parts) vs {value!r:.60} (part {i})")
+    if metric_dicts:
+        names = list(metric_dicts[0])
+        for j, metrics in enumerate(metric_dicts[1:], start=1):
+            if set(metrics) != set(names):
+                raise DataProtoError(f"concat: metrics dict {j} has keys {sorted(metrics)}, "
+                                     f"but the first has {sorted(names)}")
+        merged["metrics"] = {name: MetricValues(m[name] for m in metric_dicts) for name in names}
+    return merged
 
 
 def _as_object_array(values) -> np.ndarray:
@@ -78,12 +139,12 @@ def _normalize_rows(index, num_rows: int) -> np.ndarray:
     index = np.asarray(index)
     if index.dtype == bool:
         if index.shape != (num_rows,):
-            raise ValueError(f"bool mask has shape {index.shape}, but the DataProto has {num_rows} rows")
+            raise DataProtoError(f"bool mask has shape {index.shape}, but the DataProto has {num_rows} rows")
         return np.nonzero(index)[0]
     if index.size == 0:
         return np.zeros(0, dtype=np.int64)
     if not np.issubdtype(index.dtype, np.integer) or index.ndim != 1:
-        raise ValueError(f"row index must be a 1-D int or bool sequence, got dtype {index.dtype}, shape {index.shape}")
+        raise DataProtoError(f"row index must be a 1-D int or bool sequence, got dtype {index.dtype}, shape {index.shape}")
     return index.astype(np.int64)
 
 
@@ -119,20 +180,71 @@ class DataProto:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, tensors: Optional[dict] = None, non_tensors: Optional[dict] = None,
-                  meta_info: Optional[dict] = None) -> "DataProto":
-        """Build from {key: tensor with dim 0 = N}, {key: array or list of N}, meta_info."""
+                  meta_info: Optional[dict] = None, num_batch_dims: int = 1,
+                  auto_padding: bool = False) -> "DataProto":
+        """Build from {key: tensor with dim 0 = N}, {key: array or list of N}, meta_info.
+
+        `num_batch_dims=k` makes the first k dims the batch (tensors only, as in verl);
+        `auto_padding=True` marks this DataProto for unequal `chunk`s (see DataProtoConfig)."""
         tensors, non_tensors = tensors or {}, non_tensors or {}
+        if int(num_batch_dims) != num_batch_dims or num_batch_dims < 1:
+            raise DataProtoError(f"from_dict: num_batch_dims must be a positive int, got {num_batch_dims!r}")
+        if num_batch_dims > 1 and non_tensors:
+            raise DataProtoError(f"from_dict: num_batch_dims={num_batch_dims} works only without non_tensors "
+                                 f"(got keys {sorted(non_tensors)})")
         first_key, size = None, None
         for key, value in tensors.items():
-            if not isinstance(value, torch.Tensor) or value.ndim == 0:
-                raise ValueError(f"from_dict: tensors[{key!r}] must be a tensor with a batch dim, got {value!r:.60}")
+            if not isinstance(value, torch.Tensor) or value.ndim < num_batch_dims:
+                raise DataProtoError(f"from_dict: tensors[{key!r}] must be a tensor with {num_batch_dims} "
+                                     f"batch dim(s), got {value!r:.60}")
             if size is None:
-                first_key, size = key, value.shape[0]
-            elif value.shape[0] != size:
-                raise ValueError(f"from_dict: tensor {key!r} has batch size {value.shape[0]}, "
-                                 f"expected {size} (from {first_key!r})")
-        batch = TensorDict(dict(tensors), batch_size=[size]) if tensors else None
-        return cls(batch=batch, non_tensor_batch=dict(non_tensors), meta_info=dict(meta_info or {}))
+                first_key, size = key, tuple(value.shape[:num_batch_dims])
+            elif tuple(value.shape[:num_batch_dims]) != size:
+                shown = lambda s: s[0] if num_batch_dims == 1 else list(s)  # noqa: E731
+                raise DataProtoError(f"from_dict: tensor {key!r} has batch size {shown(value.shape[:num_batch_dims])}, "
+                                     f"expected {shown(size)} (from {first_key!r})")
+        batch = TensorDict(dict(tensors), batch_size=list(size)) if tensors else None
+        meta_info = dict(meta_info or {})
+        if auto_padding:
+            meta_info[DataProtoConfig.auto_padding_key] = True
+        return cls(batch=batch, non_tensor_batch=dict(non_tensors), meta_info=meta_info)
+
+    @classmethod
+    def from_tensordict(cls, tensor_dict: TensorDict, meta_info: Optional[dict] = None,
+                        num_batch_dims: int = 1) -> "DataProto":
+        """Inverse of `to_tensordict`: tensors -> batch, NonTensorStack -> non_tensor_batch,
+        NonTensorData -> meta_info (added to `meta_info`)."""
+        from tensordict import NonTensorData, NonTensorStack
+
+        tensors, non_tensors, meta = {}, {}, dict(meta_info or {})
+        for key, value in tensor_dict.items():
+            if isinstance(value, NonTensorStack):
+                non_tensors[key] = _as_object_array(value.tolist())
+            elif isinstance(value, NonTensorData):
+                meta[key] = value.data
+            elif isinstance(value, torch.Tensor):
+                tensors[key] = value
+            else:
+                raise DataProtoError(f"from_tensordict: key {key!r} holds {type(value).__name__}; "
+                                     "expected a tensor, NonTensorStack or NonTensorData")
+        return cls.from_dict(tensors, non_tensors or None, meta, num_batch_dims=num_batch_dims)
+
+    def to_tensordict(self) -> TensorDict:
+        """One TensorDict: tensors as they are, each non-tensor column as a NonTensorStack, each
+        meta_info entry as a NonTensorData (verl's layout; `from_tensordict` reverses it)."""
+        from tensordict import NonTensorData, NonTensorStack
+
+        clash = set(_leaf_keys(self.batch)) & set(self.non_tensor_batch) | \
+            (set(_leaf_keys(self.batch)) | set(self.non_tensor_batch)) & set(self.meta_info)
+        if clash:
+            raise DataProtoError(f"to_tensordict: keys {sorted(clash, key=str)} appear in more than one of "
+                                 "batch / non_tensor_batch / meta_info")
+        out = TensorDict({}, batch_size=[len(self)]) if self.batch is None else self.batch.clone(False)
+        for key, values in self.non_tensor_batch.items():
+            out[key] = NonTensorStack.from_list([NonTensorData(v) for v in values])
+        for key, value in self.meta_info.items():
+            out[key] = NonTensorData(value)
+        return out
 
     @classmethod
     def from_single_dict(cls, data: dict, meta_info: Optional[dict] = None) -> "DataProto":
@@ -142,17 +254,20 @@ class DataProto:
 
     def check_consistency(self) -> None:
         """Raise ValueError unless `batch` has one batch dim and every array has the same N rows."""
-        if self.batch is not None and (not isinstance(self.batch, TensorDict) or len(self.batch.batch_size) != 1):
-            raise ValueError(f"DataProto.batch must be a TensorDict with one batch dim, got {self.batch!r:.100}")
+        if self.batch is not None and (not isinstance(self.batch, TensorDict) or len(self.batch.batch_size) < 1):
+            raise DataProtoError(f"DataProto.batch must be a TensorDict with a batch dim, got {self.batch!r:.100}")
+        if self.batch is not None and len(self.batch.batch_size) > 1 and self.non_tensor_batch:
+            raise DataProtoError("DataProto: a batch with several batch dims cannot have non_tensor_batch "
+                                 f"(has {sorted(self.non_tensor_batch)})")
         num_rows, source = (self.batch.batch_size[0], "the batch") if self.batch is not None else (None, None)
         for key, value in self.non_tensor_batch.items():
             if not isinstance(value, np.ndarray) or value.ndim == 0:
-                raise ValueError(f"non_tensor_batch[{key!r}] must be a numpy array with a batch dim, "
+                raise DataProtoError(f"non_tensor_batch[{key!r}] must be a numpy array with a batch dim, "
                                  f"got {type(value).__name__}")
             if num_rows is None:
                 num_rows, source = len(value), f"non_tensor_batch[{key!r}]"
             elif len(value) != num_rows:
-                raise ValueError(f"non_tensor_batch[{key!r}] has {len(value)} rows, but {source} has {num_rows}")
+                raise DataProtoError(f"non_tensor_batch[{key!r}] has {len(value)} rows, but {source} has {num_rows}")
 
     # ---- size and indexing --------------------------------------------------------------
     def __len__(self) -> int:
@@ -229,11 +344,11 @@ class DataProto:
         old_keys = [old_keys] if isinstance(old_keys, str) else list(old_keys)
         new_keys = [new_keys] if isinstance(new_keys, str) else list(new_keys)
         if len(old_keys) != len(new_keys):
-            raise ValueError(f"rename: {len(old_keys)} old keys but {len(new_keys)} new keys")
+            raise DataProtoError(f"rename: {len(old_keys)} old keys but {len(new_keys)} new keys")
         batch_keys = _leaf_keys(self.batch)
         for old, new in zip(old_keys, new_keys):
             if new in batch_keys or new in self.non_tensor_batch:
-                raise ValueError(f"rename: cannot rename {old!r} to {new!r}, {new!r} already exists")
+                raise DataProtoError(f"rename: cannot rename {old!r} to {new!r}, {new!r} already exists")
             if old in batch_keys:
                 self.batch.rename_key_(old, new)
                 batch_keys = _leaf_keys(self.batch)
@@ -248,7 +363,7 @@ class DataProto:
         """Merge `other`'s keys into self (in place; returns self). Shared keys must hold equal values."""
         has_rows = [d.batch is not None or bool(d.non_tensor_batch) for d in (self, other)]
         if all(has_rows) and len(self) != len(other):  # an empty DataProto() unions with any size
-            raise ValueError(f"union: batch sizes differ ({len(self)} vs {len(other)})")
+            raise DataProtoError(f"union: batch sizes differ ({len(self)} vs {len(other)})")
         if other.batch is not None and self.batch is None:
             self.batch = other.batch.clone(False)  # shallow: new keys added later do not reach `other`
         elif other.batch is not None:
@@ -256,15 +371,15 @@ class DataProto:
             for key in _leaf_keys(other.batch):
                 value = other.batch[key]
                 if key in have and not _values_equal(self.batch[key], value):
-                    raise ValueError(f"union: batch key {key!r} exists in both with different values")
+                    raise DataProtoError(f"union: batch key {key!r} exists in both with different values")
                 self.batch.set(key, value)
         for key, value in other.non_tensor_batch.items():
             if key in self.non_tensor_batch and not _values_equal(self.non_tensor_batch[key], value):
-                raise ValueError(f"union: non_tensor_batch key {key!r} exists in both with different values")
+                raise DataProtoError(f"union: non_tensor_batch key {key!r} exists in both with different values")
             self.non_tensor_batch[key] = value
         for key, value in other.meta_info.items():
             if key in self.meta_info and not _values_equal(self.meta_info[key], value):
-                raise ValueError(f"union: meta_info key {key!r} differs ({self.meta_info[key]!r} vs {value!r})")
+                raise DataProtoError(f"union: meta_info key {key!r} differs ({self.meta_info[key]!r} vs {value!r})")
             self.meta_info[key] = value
         self.check_consistency()
         return self
@@ -273,47 +388,115 @@ class DataProto:
     def split(self, split_size: int) -> list["DataProto"]:
         """Consecutive pieces of `split_size` rows; the last may be smaller."""
         if split_size <= 0:
-            raise ValueError(f"split: split_size must be positive, got {split_size}")
+            raise DataProtoError(f"split: split_size must be positive, got {split_size}")
         return [self[i : i + split_size] for i in range(0, len(self), split_size)]
 
     def chunk(self, chunks: int) -> list["DataProto"]:
-        """`chunks` equal consecutive pieces; len(self) must divide (pad first)."""
-        if chunks <= 0 or len(self) % chunks != 0:
-            raise ValueError(f"chunk: batch of {len(self)} rows does not split into {chunks} equal chunks; "
-                             "pad it with pad_dataproto_to_divisor first")
-        size = len(self) // chunks
-        return [self[i * size : (i + 1) * size] for i in range(chunks)]
+        """`chunks` consecutive pieces. Equal sizes (len must divide: pad first), unless padding is
+        enabled (`is_padding_enabled`): then sizes differ by at most one row, the first ones larger."""
+        if chunks <= 0:
+            raise DataProtoError(f"chunk: chunks must be positive, got {chunks}")
+        if len(self) % chunks != 0 and not self.is_padding_enabled():
+            raise DataProtoError(f"chunk: batch of {len(self)} rows does not split into {chunks} equal chunks; "
+                                 "pad it with pad_dataproto_to_divisor first")
+        sizes = [len(self) // chunks + (i < len(self) % chunks) for i in range(chunks)]  # as np.array_split
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        return [self[int(bounds[i]) : int(bounds[i + 1])] for i in range(chunks)]
+
+    def is_padding_enabled(self) -> bool:
+        """True when this DataProto was built with auto_padding or DataProtoConfig.auto_padding is on."""
+        return bool(self.meta_info.get(DataProtoConfig.auto_padding_key, False)) or DataProtoConfig.auto_padding
+
+    def padding(self, padding_size: int, padding_candidate: str = "") -> None:
+        """Append `padding_size` copies of the first row ("first") or the last row (anything else), in place."""
+        if padding_size < 0:
+            raise DataProtoError(f"padding: padding_size must be >= 0, got {padding_size}")
+        if padding_size == 0:
+            return
+        if len(self) == 0:
+            raise DataProtoError("padding: cannot pad an empty DataProto")
+        row = 0 if padding_candidate == "first" else len(self) - 1
+        padded = _concat_rows([self, self[[row] * padding_size]])
+        self.batch, self.non_tensor_batch = padded.batch, padded.non_tensor_batch
 
     @staticmethod
     def concat(data: list["DataProto"]) -> "DataProto":
-        """Rows of all parts in order. Keys must match; meta_info is the first's, plus consistent extras."""
+        """Rows of all parts in order; keys must match. meta_info is merged as verl does:
+        each part's `metrics` dict joins {name: [value of part 0, part 1, ...]} (a list of dicts
+        is taken as several parts); any other key must be equal in every part that has it."""
         if not data:
-            raise ValueError("concat: empty list")
-        first = data[0]
-        batch_keys, non_keys = set(_leaf_keys(first.batch)), set(first.non_tensor_batch)
-        for i, part in enumerate(data[1:], start=1):
-            for name, want, got in (("batch", batch_keys, set(_leaf_keys(part.batch))),
-                                    ("non_tensor_batch", non_keys, set(part.non_tensor_batch))):
-                for where, missing in ((f"part {i}", want - got), ("part 0", got - want)):
-                    if missing:
-                        raise ValueError(f"concat: {where} is missing {name} key {sorted(missing, key=str)[0]!r}")
-        batch = None
-        if any(part.batch is not None for part in data):
-            batch = torch.cat([part.batch if part.batch is not None else TensorDict({}, batch_size=[len(part)])
-                               for part in data], dim=0)
-        non = {k: np.concatenate([part.non_tensor_batch[k] for part in data]) for k in first.non_tensor_batch}
-        meta = dict(first.meta_info)
-        for part in data[1:]:
-            for key, value in part.meta_info.items():
-                meta.setdefault(key, value)
-        return DataProto(batch=batch, non_tensor_batch=non, meta_info=meta)
+            raise DataProtoError("concat: empty list")
+        out = _concat_rows(data)
+        out.meta_info = _merge_meta_info(data)
+        return out
 
     def repeat(self, repeat_times: int = 2, interleave: bool = True) -> "DataProto":
         """Each row `repeat_times` times: interleave -> [a, a, b, b]; tiled -> [a, b, a, b]."""
         if repeat_times < 1:
-            raise ValueError(f"repeat: repeat_times must be >= 1, got {repeat_times}")
+            raise DataProtoError(f"repeat: repeat_times must be >= 1, got {repeat_times}")
         rows = torch.arange(len(self))
         return self[rows.repeat_interleave(repeat_times) if interleave else rows.repeat(repeat_times)]
+
+    def sample_level_repeat(self, repeat_times) -> "DataProto":
+        """Row i repeated repeat_times[i] times, in order (a list, tuple, 1-D array or tensor of N counts)."""
+        counts = torch.as_tensor(np.asarray(repeat_times.tolist() if isinstance(repeat_times, torch.Tensor)
+                                            else list(repeat_times)), dtype=torch.int64)
+        if counts.ndim != 1 or len(counts) != len(self) or bool((counts < 0).any()):
+            raise DataProtoError(f"sample_level_repeat: need {len(self)} non-negative counts, got {repeat_times!r:.80}")
+        return self[torch.arange(len(self)).repeat_interleave(counts)]
+
+    def unfold_column_chunks(self, n_split: int, split_keys: Optional[list] = None) -> "DataProto":
+        """Cut each `split_keys` column's dim 1 into `n_split` pieces that become consecutive rows:
+        (N, L, ...) -> (N * n_split, L / n_split, ...); every other key is repeated n_split times
+        per row (interleaved), so rows stay aligned."""
+        split_keys = set(split_keys or [])
+
+        def unfold(key, value, reshape, repeat):
+            if key not in split_keys:
+                return repeat(value)
+            if value.ndim < 2 or value.shape[1] % n_split:
+                raise DataProtoError(f"unfold_column_chunks: {key!r} has shape {tuple(value.shape)}; "
+                                     f"dim 1 must divide by n_split={n_split}")
+            return reshape(value, (value.shape[0] * n_split, value.shape[1] // n_split, *value.shape[2:]))
+
+        batch = None
+        if self.batch is not None:
+            batch = TensorDict({k: unfold(k, v, torch.reshape, lambda t: t.repeat_interleave(n_split, dim=0))
+                                for k, v in self.batch.items()},
+                               batch_size=[len(self) * n_split], device=self.batch.device)
+        non = {k: unfold(k, v, np.reshape, lambda a: np.repeat(a, n_split, axis=0))
+               for k, v in self.non_tensor_batch.items()}
+        return DataProto(batch=batch, non_tensor_batch=non, meta_info=dict(self.meta_info))
+
+    def select_idxs(self, idxs) -> "DataProto":
+        """Rows by int positions or a bool mask (verl's name for `self[idxs]`)."""
+        return self[idxs]
+
+    def slice(self, start=None, end=None, step=None) -> "DataProto":
+        """Rows start:end:step (verl's name for `self[start:end:step]`)."""
+        return self[slice(start, end, step)]
+
+    def make_iterator(self, mini_batch_size: int, epochs: int, seed: Optional[int] = None,
+                      dataloader_kwargs: Optional[dict] = None):
+        """`epochs` passes over the rows in mini-batches of `mini_batch_size` (each a DataProto with
+        this meta_info). Row order is a torch DataLoader's over the row indices, so
+        `dataloader_kwargs={"shuffle": True}` with `seed` gives the same order as verl."""
+        if mini_batch_size <= 0 or len(self) % mini_batch_size:
+            raise DataProtoError(f"make_iterator: {len(self)} rows do not split into mini-batches of {mini_batch_size}")
+        from torch.utils.data import DataLoader
+
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        loader = DataLoader(range(len(self)), batch_size=mini_batch_size, generator=generator,
+                            collate_fn=torch.tensor, **(dataloader_kwargs or {}))
+
+        def batches():
+            for _ in range(epochs):
+                for rows in loader:
+                    part = self[rows]
+                    part.meta_info = self.meta_info
+                    yield part
+
+        return iter(batches())
 
     # ---- device, disk, pickling ---------------------------------------------------------
     def to(self, device) -> "DataProto":
@@ -352,22 +535,40 @@ class DataProto:
         return out
 
 
+def _concat_rows(data: list) -> DataProto:
+    """Rows of all parts in order (keys must match); meta_info is part 0's."""
+    first = data[0]
+    batch_keys, non_keys = set(_leaf_keys(first.batch)), set(first.non_tensor_batch)
+    for i, part in enumerate(data[1:], start=1):
+        for name, want, got in (("batch", batch_keys, set(_leaf_keys(part.batch))),
+                                ("non_tensor_batch", non_keys, set(part.non_tensor_batch))):
+            for where, missing in ((f"part {i}", want - got), ("part 0", got - want)):
+                if missing:
+                    raise DataProtoError(f"concat: {where} is missing {name} key {sorted(missing, key=str)[0]!r}")
+    batch = None
+    if any(part.batch is not None for part in data):
+        batch = torch.cat([part.batch if part.batch is not None else TensorDict({}, batch_size=[len(part)])
+                           for part in data], dim=0)
+    non = {k: np.concatenate([part.non_tensor_batch[k] for part in data]) for k in first.non_tensor_batch}
+    return DataProto(batch=batch, non_tensor_batch=non, meta_info=dict(first.meta_info))
+
+
 def pad_dataproto_to_divisor(data: DataProto, size_divisor: int) -> tuple[DataProto, int]:
     """Append rows 0, 1, ... (cycling) until len % size_divisor == 0; returns (padded, pad_size)."""
     if size_divisor <= 0:
-        raise ValueError(f"pad_dataproto_to_divisor: size_divisor must be positive, got {size_divisor}")
+        raise DataProtoError(f"pad_dataproto_to_divisor: size_divisor must be positive, got {size_divisor}")
     pad_size = (-len(data)) % size_divisor
     if pad_size == 0:
         return data, 0
     if len(data) == 0:
-        raise ValueError("pad_dataproto_to_divisor: cannot pad an empty DataProto")
-    return DataProto.concat([data, data[torch.arange(pad_size) % len(data)]]), pad_size
+        raise DataProtoError("pad_dataproto_to_divisor: cannot pad an empty DataProto")
+    return _concat_rows([data, data[torch.arange(pad_size) % len(data)]]), pad_size
 
 
 def unpad_dataproto(data: DataProto, pad_size: int) -> DataProto:
     """Drop the last `pad_size` rows added by pad_dataproto_to_divisor."""
     if pad_size < 0 or pad_size > len(data):
-        raise ValueError(f"unpad_dataproto: pad_size {pad_size} out of range for {len(data)} rows")
+        raise DataProtoError(f"unpad_dataproto: pad_size {pad_size} out of range for {len(data)} rows")
     return data[: len(data) - pad_size] if pad_size else data
 
 

@@ -198,7 +198,7 @@ def test_concat_names_missing_key_and_merges_meta():
         DataProto.concat([d[:2], d[2:4].select(batch_keys=["ids"])])
     with pytest.raises(ValueError, match="part 0 is missing non_tensor_batch key 'gt'"):
         DataProto.concat([d[:2], d[2:4].union(DataProto.from_dict(non_tensors={"gt": [1, 2]}))])
-    a, b = make(2, meta={"t": 1, "shared": 0}), make(2, meta={"t": 2, "extra": 3})
+    a, b = make(2, meta={"t": 1, "shared": 0}), make(2, meta={"t": 1, "extra": 3})
     assert DataProto.concat([a, b]).meta_info == {"t": 1, "shared": 0, "extra": 3}
 
 
