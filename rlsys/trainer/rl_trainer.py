@@ -21,6 +21,7 @@ from rlsys.trainer.advantage import compute_advantage_phase
 from rlsys.trainer.metrics import MetricsWriter, compute_data_metrics, mean_of_rank_metrics
 from rlsys.trainer.placement import RoleGroups
 from rlsys.trainer.plots import write_reward_curve
+from rlsys.trainer.reward_errors import check_reward_errors
 from rlsys.trainer.timing import PhaseTimer
 from rlsys.workers.actor import NonFiniteLossError
 
@@ -121,6 +122,7 @@ class RLTrainer:
                 batch = self.generate(prompts, validate=False, step=self.step)
             with timer.phase("reward"):
                 batch = batch.union(roles.reward.compute_score(batch))
+                check_reward_errors(batch, cfg.reward, self.step)  # too many failed samples stop the run
             role_metrics = self.run_custom_roles(batch, timer)
             batch = self.balance(batch)
             batch, gap_metrics = self.old_log_probs(batch, timer)

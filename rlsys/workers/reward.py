@@ -2,12 +2,14 @@
 
 Outputs `token_level_scores` (batch, response_length) with the sequence score on the last
 response token, `scores` (batch,), `reward_errors` (batch,) (1.0 where the reward function
-failed and `reward.on_error=zero` scored the sample 0), and `meta_info["metrics"]` with
-`reward/num_errors` for this rank's samples.
+failed and `reward.on_error=zero` scored the sample 0), the non-tensor `reward_error` (batch,)
+(the error, naming the sample, or ""; the driver's error-fraction check pops it), and
+`meta_info["metrics"]` with `reward/num_errors` for this rank's samples.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from rlsys.algorithms import scores_to_token_level
@@ -24,7 +26,8 @@ class RewardWorker(Worker):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.score_batch = make_reward_fn(config.reward.fn, config.reward.on_error, config.reward.format_score)
+        r = config.reward
+        self.score_batch = make_reward_fn(r.fn, r.on_error, r.format_score, r.timeout_s)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_score(self, data: DataProto) -> DataProto:
@@ -43,8 +46,13 @@ class RewardWorker(Worker):
         scores_t = torch.tensor(scores, dtype=torch.float32)
         error_flags = torch.zeros(len(texts), dtype=torch.float32)
         error_flags[[e["index"] for e in errors]] = 1.0
+        messages = np.full(len(texts), "", dtype=object)
+        for e in errors:
+            messages[e["index"]] = (f"sample {e['index']} of rank {self.rank} (data_source={e['data_source']!r}, "
+                                    f"ground_truth={e['ground_truth']!r}): {e['error']}")
         return DataProto.from_dict(
             {"token_level_scores": scores_to_token_level(scores_t, mask), "scores": scores_t,
              "reward_errors": error_flags},
+            {"reward_error": messages},
             meta_info={"metrics": {"reward/num_errors": len(errors)}},
         )
