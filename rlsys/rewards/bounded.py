@@ -37,7 +37,10 @@ def _child_main(conn, fn_spec: Optional[str], format_score: float) -> None:
     fn = prepare_reward_fn(fn_spec, format_score)
     conn.send("ready")
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except EOFError:  # the reward worker closed the pipe or exited
+            return
         if job is None:
             return
         for i, args in job:
