@@ -1,8 +1,8 @@
 """create_colocated_worker_cls: several roles in one Ray actor process (a WorkerDict).
 
-    WorkerDict = create_colocated_worker_cls({"actor": RayClassWithInitArgs(ActorWorker, cfg),
-                                              "critic": RayClassWithInitArgs(CriticWorker, cfg)})
-    wg = RayWorkerGroup(pool, RayClassWithInitArgs(cls=WorkerDict))
+    worker_dict = create_colocated_worker_cls({"actor": RayClassWithInitArgs(ActorWorker, cfg),
+                                               "critic": RayClassWithInitArgs(CriticWorker, cfg)})
+    wg = RayWorkerGroup(pool, worker_dict)   # a RayClassWithInitArgs, as in verl
     views = wg.spawn(prefix_set={"actor", "critic"})   # views["actor"].update_actor(batch)
 
 A WorkerDict holds one instance of each role class (built with that role's init args) in
@@ -10,6 +10,8 @@ the same process. Each role's registered method `m` is exposed on the WorkerDict
 `<role>_m`, carrying the same register attributes, and the spawned views call those under
 the plain name `m`. Every role reads rank and world size from the same environment, so
 they agree. Roles stay separate classes: colocation is composition, not a mode flag.
+The result is a RayClassWithInitArgs of the WorkerDict class (`.cls`); wrapping it again,
+`RayClassWithInitArgs(worker_dict)`, gives an equal spec, so older code keeps working.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def _forwarder(role: str, name: str, fn, attrs: dict):
     return forward
 
 
-def create_colocated_worker_cls(class_dict: dict) -> type:
-    """A Worker class holding one instance per role; `class_dict` maps role -> class or RayClassWithInitArgs."""
+def create_colocated_worker_cls(class_dict: dict) -> RayClassWithInitArgs:
+    """A spec of a Worker class holding one instance per role; `class_dict` maps role -> class or RayClassWithInitArgs."""
     if not class_dict:
         raise ValueError("create_colocated_worker_cls needs at least one role")
     specs = {role: spec if isinstance(spec, RayClassWithInitArgs) else RayClassWithInitArgs(spec)
@@ -55,4 +57,4 @@ def create_colocated_worker_cls(class_dict: dict) -> type:
                 raise ValueError(f"create_colocated_worker_cls: role {role!r} method {name!r} gives the name "
                                  f"{exposed!r}, which is already taken")
             namespace[exposed] = _forwarder(role, name, getattr(spec.cls, name), attrs)
-    return type("WorkerDict", (Worker,), namespace)
+    return RayClassWithInitArgs(type("WorkerDict", (Worker,), namespace))

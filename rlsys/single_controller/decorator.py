@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from enum import Enum
 from typing import Any, Callable
 
 from rlsys.protocol import DataProto, DataProtoFuture, pad_dataproto_to_divisor, unpad_dataproto
@@ -26,28 +25,87 @@ from rlsys.protocol import DataProto, DataProtoFuture, pad_dataproto_to_divisor,
 MAGIC_ATTR = "_rlsys_register"
 
 
-class Dispatch(Enum):
-    ONE_TO_ALL = "one_to_all"            # same args to every rank -> list of outputs
-    ALL_TO_ALL = "all_to_all"            # every arg a per-rank list -> list of outputs
-    RANK_ZERO = "rank_zero"              # only rank 0 runs -> its output
-    DP_COMPUTE = "dp_compute"            # every arg a per-rank list (data parallel) -> list
-    DP_COMPUTE_PROTO = "dp_compute_proto"  # DataProtos chunked by rank -> concatenated DataProto
-    DP_COMPUTE_PROTO_WITH_FUNC = "dp_compute_proto_with_func"  # fn broadcast, DataProtos chunked
-    DP_COMPUTE_METRIC = "dp_compute_metric"  # DataProtos chunked -> list of per-rank outputs
+class _DynamicEnumMeta(type):
+    def __iter__(cls):
+        return iter(list(cls._registry.values()))
+
+    def __contains__(cls, item) -> bool:
+        return item in cls._registry if isinstance(item, str) else item in cls._registry.values()
+
+    def __getitem__(cls, name: str):
+        return cls._registry[name]
+
+    def __len__(cls) -> int:
+        return len(cls._registry)
 
 
-class Execute(Enum):
-    ALL = "all"
-    RANK_ZERO = "rank_zero"
+class _DynamicEnum(metaclass=_DynamicEnumMeta):
+    """An enum that can grow at run time (`register`), as verl's Dispatch can. Members compare by
+    identity; they pickle by name, so a member registered on the driver arrives as the same
+    member (registered on arrival) in a worker process."""
+
+    _registry: dict
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._registry = {}
+
+    def __init__(self, name: str, value: str):
+        self.name, self.value = name, value
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}.{self.name}>"
+
+    def __reduce__(self):
+        return type(self).register, (self.name,)
+
+    @classmethod
+    def register(cls, name: str):
+        """The member called `name` (upper-cased), created if new."""
+        key = name.upper()
+        if key not in cls._registry:
+            cls._registry[key] = cls(key, key.lower())
+            setattr(cls, key, cls._registry[key])
+        return cls._registry[key]
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return list(cls._registry)
 
 
-def register(dispatch_mode=Dispatch.ALL_TO_ALL, execute_mode=Execute.ALL, blocking: bool = True):
+class Dispatch(_DynamicEnum):
+    """ONE_TO_ALL: same args to every rank -> list. ALL_TO_ALL: verl's rule, below -> list.
+    RANK_ZERO: only rank 0 runs -> its output. DP_COMPUTE: every arg a per-rank list -> list.
+    DP_COMPUTE_PROTO: DataProtos chunked by rank -> concatenated DataProto.
+    DP_COMPUTE_PROTO_WITH_FUNC: first arg (a function) broadcast, DataProtos chunked.
+    DP_COMPUTE_METRIC: DataProtos chunked -> list of per-rank outputs."""
+
+
+class Execute(_DynamicEnum):
+    """ALL ranks run, or only RANK_ZERO."""
+
+
+for _name in ("ONE_TO_ALL", "ALL_TO_ALL", "RANK_ZERO", "DP_COMPUTE", "DP_COMPUTE_PROTO",
+              "DP_COMPUTE_PROTO_WITH_FUNC", "DP_COMPUTE_METRIC"):
+    Dispatch.register(_name)
+Execute.register("ALL")
+Execute.register("RANK_ZERO")
+
+# A dispatch_fn may put this key in the kwargs it returns (an int, not a per-rank list): the
+# group pops it and strips that many trailing rows from the collected DataProto (mesh.py uses it).
+PADDING_SIZE_KEY = "_rlsys_padding_size"
+
+
+def register(dispatch_mode=Dispatch.ALL_TO_ALL, execute_mode=Execute.ALL, blocking: bool = True,
+             materialize_futures: bool = True):
     """Mark a worker method for binding on its group; works on plain and `async def` methods.
 
     `dispatch_mode` is a `Dispatch` or `{"dispatch_fn": f, "collect_fn": g}` with
     `f(group, *args, **kwargs) -> (args, kwargs)` and `g(group, outputs) -> result`.
     With `blocking=False` the group method returns a `DataProtoFuture` for the
     DP_COMPUTE_PROTO modes and a list of Ray ObjectRefs (one per called rank) otherwise.
+    `materialize_futures` is accepted for verl code: DataProtoFuture arguments are always
+    resolved on the driver before dispatch here, so the worker never sees one.
     """
     if isinstance(dispatch_mode, dict):
         if set(dispatch_mode) != {"dispatch_fn", "collect_fn"} or not all(map(callable, dispatch_mode.values())):
@@ -99,18 +157,35 @@ def dispatch_rank_zero(wg, *args, **kwargs):
     return tuple([a] for a in args), {k: [v] for k, v in kwargs.items()}
 
 
-def dispatch_all_to_all(wg, *args, **kwargs):
-    """Every argument must already be a list (or tuple) with one entry per rank."""
+def _check_per_rank_lists(wg, args, kwargs) -> None:
     n = wg.world_size
     for name, value in _named_values(args, kwargs):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list with one entry per rank ({n} ranks), got {type(value).__name__}")
         if len(value) != n:
             raise ValueError(f"{name} must be a list with one entry per rank ({n} ranks), got length {len(value)}")
+
+
+def splits_across_ranks(world_size: int, args, kwargs) -> bool:
+    """verl's rule for ALL_TO_ALL and execute_all_async: split only when every argument is a
+    list of exactly `world_size` entries; otherwise every rank gets every argument whole."""
+    values = list(args) + list(kwargs.values())
+    return all(isinstance(v, list) and len(v) == world_size for v in values)
+
+
+def dispatch_all_to_all(wg, *args, **kwargs):
+    """Entry r of each argument to rank r if all are world-size lists, else all of them to every rank."""
+    if splits_across_ranks(wg.world_size, args, kwargs):
+        return tuple(list(a) for a in args), {k: list(v) for k, v in kwargs.items()}
+    return dispatch_one_to_all(wg, *args, **kwargs)
+
+
+def dispatch_dp_compute(wg, *args, **kwargs):
+    """Every argument must already be a list (or tuple) with one entry per rank."""
+    _check_per_rank_lists(wg, args, kwargs)
     return tuple(list(a) for a in args), {k: list(v) for k, v in kwargs.items()}
 
 
-dispatch_dp_compute = dispatch_all_to_all
 
 
 def _check_protos(wg, args, kwargs) -> None:
@@ -155,24 +230,46 @@ def collect_dp_compute_proto(wg, outputs: list) -> DataProto:
     return DataProto.concat(list(outputs))
 
 
-DISPATCH_FNS: dict[Dispatch, tuple[Callable, Callable]] = {
-    Dispatch.ONE_TO_ALL: (dispatch_one_to_all, collect_list),
-    Dispatch.ALL_TO_ALL: (dispatch_all_to_all, collect_list),
-    Dispatch.RANK_ZERO: (dispatch_rank_zero, collect_rank_zero),
-    Dispatch.DP_COMPUTE: (dispatch_dp_compute, collect_list),
-    Dispatch.DP_COMPUTE_PROTO: (dispatch_dp_compute_proto, collect_dp_compute_proto),
-    Dispatch.DP_COMPUTE_PROTO_WITH_FUNC: (dispatch_dp_compute_proto_with_func, collect_dp_compute_proto),
-    Dispatch.DP_COMPUTE_METRIC: (dispatch_dp_compute_proto, collect_list),
+collect_all_to_all = collect_list  # verl's name
+
+# verl's registry: mode -> {"dispatch_fn", "collect_fn"}; register_dispatch_mode adds to it.
+DISPATCH_MODE_FN_REGISTRY: dict = {
+    Dispatch.ONE_TO_ALL: {"dispatch_fn": dispatch_one_to_all, "collect_fn": collect_list},
+    Dispatch.ALL_TO_ALL: {"dispatch_fn": dispatch_all_to_all, "collect_fn": collect_list},
+    Dispatch.RANK_ZERO: {"dispatch_fn": dispatch_rank_zero, "collect_fn": collect_rank_zero},
+    Dispatch.DP_COMPUTE: {"dispatch_fn": dispatch_dp_compute, "collect_fn": collect_list},
+    Dispatch.DP_COMPUTE_PROTO: {"dispatch_fn": dispatch_dp_compute_proto, "collect_fn": collect_dp_compute_proto},
+    Dispatch.DP_COMPUTE_PROTO_WITH_FUNC: {"dispatch_fn": dispatch_dp_compute_proto_with_func,
+                                          "collect_fn": collect_dp_compute_proto},
+    Dispatch.DP_COMPUTE_METRIC: {"dispatch_fn": dispatch_dp_compute_proto, "collect_fn": collect_list},
 }
+
+
+def register_dispatch_mode(dispatch_mode_name: str, dispatch_fn: Callable, collect_fn: Callable):
+    """Add `Dispatch.<NAME>` with these functions; usable in `@register` once this has run on the
+    driver (workers need not run it). Raises ValueError if the name already has functions."""
+    mode = Dispatch.register(dispatch_mode_name)
+    if mode in DISPATCH_MODE_FN_REGISTRY:
+        raise ValueError(f"register_dispatch_mode: Dispatch.{mode.name} already exists; use update_dispatch_mode")
+    DISPATCH_MODE_FN_REGISTRY[mode] = {"dispatch_fn": dispatch_fn, "collect_fn": collect_fn}
+    return mode
+
+
+def update_dispatch_mode(dispatch_mode, dispatch_fn: Callable, collect_fn: Callable) -> None:
+    """Replace the functions of an existing mode (groups created afterwards and calls made afterwards use them)."""
+    if dispatch_mode not in DISPATCH_MODE_FN_REGISTRY:
+        raise ValueError(f"update_dispatch_mode: {dispatch_mode!r} is not registered")
+    DISPATCH_MODE_FN_REGISTRY[dispatch_mode] = {"dispatch_fn": dispatch_fn, "collect_fn": collect_fn}
+
+
 PROTO_INPUT_MODES = (Dispatch.DP_COMPUTE_PROTO, Dispatch.DP_COMPUTE_PROTO_WITH_FUNC, Dispatch.DP_COMPUTE_METRIC)
 AUTO_PAD_MODES = (Dispatch.DP_COMPUTE_PROTO, Dispatch.DP_COMPUTE_PROTO_WITH_FUNC)
 
 
 def resolve_dispatch_mode(dispatch_mode) -> tuple[Callable, Callable]:
     """(dispatch_fn, collect_fn) of a Dispatch member or a custom {"dispatch_fn", "collect_fn"} dict."""
-    if isinstance(dispatch_mode, dict):
-        return dispatch_mode["dispatch_fn"], dispatch_mode["collect_fn"]
-    return DISPATCH_FNS[dispatch_mode]
+    fns = dispatch_mode if isinstance(dispatch_mode, dict) else DISPATCH_MODE_FN_REGISTRY[dispatch_mode]
+    return fns["dispatch_fn"], fns["collect_fn"]
 
 
 def prepare_proto_args(world_size: int, args: tuple, kwargs: dict, skip_first: bool = False, pad: bool = True):

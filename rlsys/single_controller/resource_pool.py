@@ -7,6 +7,12 @@ A bundle is {"CPU": num_cpus_per_worker, "GPU": 1} (no GPU key with use_gpu=Fals
 1/k of the bundle's GPU and CPU, so k groups fit exactly. CPU shares may be fractional
 (Ray accepts e.g. num_cpus=0.25), which is how 4+ workers fit on a 2-core machine.
 Placement groups are created on first use and must become ready within `pg_timeout_s`.
+
+The pool counts the worker groups placed on it: a group beyond `max_colocate_count` fails at
+once with ResourcePoolExhaustedError (bundles asked, bundles free, who holds them) instead of
+waiting for resources that never come. The default is 1, not verl's 10, on purpose: several
+roles share a process through create_colocated_worker_cls (one group), and a second group on
+the same GPUs is then a mistake to report, not a silent 1/10-GPU share each.
 """
 
 from __future__ import annotations
@@ -15,10 +21,14 @@ import uuid
 from typing import Optional
 
 
+class ResourcePoolExhaustedError(RuntimeError):
+    """A worker group asked a pool for bundles that other groups of that pool already hold."""
+
+
 class RayResourcePool:
     def __init__(self, process_on_nodes: list[int], use_gpu: bool = True, max_colocate_count: int = 1,
                  name_prefix: Optional[str] = None, num_cpus_per_worker: float = 1,
-                 pg_timeout_s: float = 120.0):
+                 pg_timeout_s: float = 120.0, detached: bool = False):
         if not process_on_nodes or any(int(n) != n or n <= 0 for n in process_on_nodes):
             raise ValueError(f"process_on_nodes={process_on_nodes}: need a positive process count per node")
         if int(max_colocate_count) != max_colocate_count or max_colocate_count < 1:
@@ -31,7 +41,30 @@ class RayResourcePool:
         self.name_prefix = name_prefix or f"pool_{uuid.uuid4().hex[:6]}"
         self.num_cpus_per_worker = num_cpus_per_worker
         self.pg_timeout_s = pg_timeout_s
+        self.detached = detached
         self._pgs: Optional[list] = None
+        self._holders: list[str] = []  # worker groups placed on this pool, in creation order
+
+    @property
+    def store(self) -> list[int]:
+        """Processes per node (verl's name)."""
+        return list(self.process_on_nodes)
+
+    def claim(self, group_name: str) -> None:
+        """Record that `group_name` puts one actor on every bundle; fail at once if no share is left."""
+        if len(self._holders) >= self.max_colocate_count:
+            raise ResourcePoolExhaustedError(
+                f"resource pool {self.name_prefix!r}: worker group {group_name!r} asks for {self.world_size} "
+                f"bundles ({self.process_on_nodes} per node) at {self.actor_resources()} each, but 0 of "
+                f"{self.world_size} bundles are free: worker groups {self._holders} hold them "
+                f"(max_colocate_count={self.max_colocate_count}). Give the group its own pool, raise "
+                "max_colocate_count, or colocate the roles in one group with create_colocated_worker_cls")
+        self._holders.append(group_name)
+
+    def release(self, group_name: str) -> None:
+        """Undo `claim` (the group's actors are gone)."""
+        if group_name in self._holders:
+            self._holders.remove(group_name)
 
     @property
     def world_size(self) -> int:
@@ -56,7 +89,9 @@ class RayResourcePool:
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
 
-        pgs = [placement_group([self.bundle()] * n, strategy="STRICT_PACK", name=f"{self.name_prefix}_pg_{i}")
+        lifetime = "detached" if self.detached else None
+        pgs = [placement_group([self.bundle()] * n, strategy="STRICT_PACK", name=f"{self.name_prefix}_pg_{i}",
+                               lifetime=lifetime)
                for i, n in enumerate(self.process_on_nodes)]
         ready, _ = ray.wait([pg.ready() for pg in pgs], num_returns=len(pgs), timeout=self.pg_timeout_s)
         if len(ready) != len(pgs):

@@ -2,9 +2,11 @@
 
 `get_by_rank` waits on all ranks at once and raises on the first failure, so a rank that
 died is reported even while its peers are blocked (e.g. in a collective waiting for it):
-  - a method that raised    -> an exception of the original type, message prefixed with
-                               "worker group 'g', method 'm', rank r: ..." and chained to
-                               Ray's RayTaskError (which carries the remote traceback);
+  - a method that raised    -> an exception of the original type (or a same-named subclass of
+                               it, for types whose str() ignores args: OSError,
+                               CheckpointException), whose message is
+                               "worker group 'g', method 'm', rank r: <Type>: <message>" on one
+                               line, and chained to Ray's RayTaskError (the remote traceback);
   - a dead worker process   -> WorkerDiedError naming group, method and rank;
   - no result in `timeout_s` -> TimeoutError naming the ranks still running.
 """
@@ -29,19 +31,53 @@ def _summary(exc: BaseException) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"
 
 
-def _retyped(task_error, where: str) -> BaseException:
-    """The worker's exception, same type, message prefixed by `where`."""
-    cause = task_error.cause
+def one_line(exc: BaseException, with_type: bool = True) -> str:
+    """`Type: message` on one line: a multi-line message keeps its first and last lines (the
+    last one of a wrapper such as CheckpointException is the wrapped error, with its path)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ... ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else "".join(lines)
+    if not with_type:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _same_type(cause: BaseException, message: str) -> BaseException | None:
+    """`cause` with args (message,), if its type's str() shows args (KeyError shows their repr)."""
     try:
         new = copy.copy(cause)
-        new.args = (f"{where}: {cause}",)
-        if where in str(new):
-            return new
-    except Exception:  # noqa: BLE001 - types that cannot be rebuilt fall back to Ray's wrapper
-        pass
-    fallback = task_error.as_instanceof_cause()  # subclass of RayTaskError and of the cause's type
-    fallback.add_note(where)
-    return fallback
+        new.args = (message,)
+        return new if str(new) in (message, repr(message)) else None
+    except Exception:  # noqa: BLE001 - a type that cannot be copied
+        return None
+
+
+def _same_named_subclass(cause: BaseException, message: str) -> BaseException | None:
+    """`cause` rebuilt as a subclass of its type with the same name whose str() is `message`:
+    for types whose str() ignores args (OSError shows errno/filename, CheckpointException its
+    failures). isinstance checks and the printed type name stay those of the worker's error."""
+    cls = type(cause)
+    try:
+        sub = type(cls.__name__, (cls,), {"__str__": lambda self: message, "__module__": cls.__module__,
+                                          "__qualname__": cls.__qualname__})
+        rebuilt = cause.__reduce_ex__(2)  # (cls, args[, state]): what copy.copy uses
+        new = sub(*rebuilt[1])
+        if len(rebuilt) > 2 and rebuilt[2]:
+            new.__dict__.update(rebuilt[2])
+        return new
+    except Exception:  # noqa: BLE001 - e.g. a final type or a constructor wanting other arguments
+        return None
+
+
+class RemoteError(RuntimeError):
+    """A worker's exception whose type could not be rebuilt on the driver; the message names it."""
+
+
+def _retyped(task_error, where: str) -> BaseException:
+    """The worker's exception, same type, message `where: message` on one line."""
+    cause = task_error.cause
+    message = f"{where}: {one_line(cause, with_type=False)}"
+    return (_same_type(cause, message) or _same_named_subclass(cause, message)
+            or RemoteError(f"{where}: {one_line(cause)}"))
 
 
 def translate_ray_error(exc: BaseException, where: str) -> BaseException:

@@ -7,13 +7,20 @@ them back (`get_master_addr_port`) to hand them to the other ranks. The worker n
 torch.distributed itself: the role decides the backend (gloo on CPU, nccl on GPU) and when,
 typically `torch.distributed.init_process_group(init_method="env://")` after
 `super().__init__()`. Under Ray each actor sees only the GPUs it was given, so with one GPU
-per worker the local CUDA device is index 0 whatever LOCAL_RANK says.
+per worker the local CUDA device is index 0 whatever LOCAL_RANK says. verl's variables are
+set too: RAY_LOCAL_RANK, RAY_LOCAL_WORLD_SIZE (ranks on this node), WG_PREFIX, WG_BACKEND.
+
+Every Worker also has verl's group methods: `execute_func_rank_zero(fn, ...)` (fn runs on rank 0),
+`execute_with_func_generator(fn, data)` (fn(worker, chunk) on every rank) and the mesh queries
+that mesh.py's dispatch uses (`_register_dispatch_collect_info` in `__init__`).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+
+from rlsys.single_controller.decorator import Dispatch, Execute, register
 
 
 def find_free_port() -> int:
@@ -73,6 +80,47 @@ class Worker:
 
         return {"pid": os.getpid(), "rank": self.rank, "node_ip": node_ip_address(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+    # ---- verl's mesh registration and function-running group methods --------------------
+    def _mesh_info(self) -> tuple[dict, dict]:
+        if "_mesh_dispatch_dp_rank" not in self.__dict__:  # a subclass may skip Worker.__init__
+            self._mesh_dispatch_dp_rank, self._mesh_collect = {}, {}
+        return self._mesh_dispatch_dp_rank, self._mesh_collect
+
+    def _register_dispatch_collect_info(self, mesh_name: str, dp_rank: int, is_collect: bool) -> None:
+        """This rank takes data-parallel slice `dp_rank` of mesh `mesh_name`; its output is kept if `is_collect`."""
+        dp_ranks, collect = self._mesh_info()
+        if mesh_name in dp_ranks:
+            raise ValueError(f"rank {self.rank}: mesh {mesh_name!r} is already registered")
+        dp_ranks[mesh_name], collect[mesh_name] = int(dp_rank), bool(is_collect)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def _query_dispatch_info(self, mesh_name: str) -> int:
+        dp_ranks, _ = self._mesh_info()
+        if mesh_name not in dp_ranks:
+            raise KeyError(f"rank {self.rank} ({type(self).__name__}) never registered mesh {mesh_name!r}; "
+                           f"call self._register_dispatch_collect_info({mesh_name!r}, ...) in __init__")
+        return dp_ranks[mesh_name]
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def _query_collect_info(self, mesh_name: str) -> bool:
+        return self.query_collect_info(mesh_name)
+
+    def query_collect_info(self, mesh_name: str) -> bool:
+        _, collect = self._mesh_info()
+        if mesh_name not in collect:
+            raise KeyError(f"rank {self.rank} ({type(self).__name__}) never registered mesh {mesh_name!r}")
+        return collect[mesh_name]
+
+    @register(dispatch_mode=Dispatch.ALL_TO_ALL, execute_mode=Execute.RANK_ZERO)
+    def execute_func_rank_zero(self, func, *args, **kwargs):
+        """Run `func(*args, **kwargs)` in rank 0's process; the group returns its result."""
+        return func(*args, **kwargs)
+
+    @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO_WITH_FUNC)
+    def execute_with_func_generator(self, func, *args, **kwargs):
+        """Run `func(self, chunk, ...)` on every rank with its chunk of the DataProto arguments."""
+        return func(self, *args, **kwargs)
 
     def execute_method(self, method_name: str, *args, **kwargs):
         """Call any method by name (for helpers that are not `@register`-ed)."""

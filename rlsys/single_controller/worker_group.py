@@ -5,11 +5,17 @@
     out = actor_wg.compute_log_prob(batch)     # a @register-ed method of ActorWorker
 
 One actor per bundle, pinned with PlacementGroupSchedulingStrategy and named
-`<prefix>_rank_<i>` (so `ray.get_actor("actor_rank_0")` finds it). Ranks get WORLD_SIZE, RANK,
-LOCAL_RANK, MASTER_ADDR, MASTER_PORT through runtime_env env_vars; rank 0 is created first
-and picks the rendezvous address. Every `@register`-ed method of the class (bases included)
+`<prefix>_rank_<i>` (so `ray.get_actor("actor_rank_0")` finds it; `worker_names` lists them).
+Ranks get WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (and verl's RAY_LOCAL_RANK,
+RAY_LOCAL_WORLD_SIZE, WG_PREFIX, WG_BACKEND) through runtime_env env_vars, plus `worker_env`;
+rank 0 is created first and picks the rendezvous address. Every `@register`-ed method of the class (bases included)
 becomes a bound method of the group: dispatch, run on the ranks the execute mode names,
 collect. Failures name the group, method and rank (see results.py).
+
+verl's direct calls: `execute_all` / `execute_all_async` return one ObjectRef per rank,
+`execute_all_sync` the results; `execute_rank_zero` / `execute_rank_zero_async` one ObjectRef,
+`execute_rank_zero_sync` the result. The all-rank forms split list arguments across ranks when
+every argument is a list of world-size entries, else send every argument to every rank.
 """
 
 from __future__ import annotations
@@ -21,14 +27,23 @@ from typing import Any, Optional
 
 from rlsys.protocol import DataProtoFuture
 from rlsys.single_controller.decorator import (
-    AUTO_PAD_MODES, PROTO_INPUT_MODES, Dispatch, Execute, prepare_proto_args, registered_methods,
-    resolve_dispatch_mode, unpad_output,
+    AUTO_PAD_MODES, PADDING_SIZE_KEY, PROTO_INPUT_MODES, Dispatch, Execute, dispatch_one_to_all,
+    prepare_proto_args, registered_methods, resolve_dispatch_mode, splits_across_ranks, unpad_output,
 )
 from rlsys.single_controller.resource_pool import RayResourcePool
 from rlsys.single_controller.results import get_by_rank
 from rlsys.single_controller.worker import Worker
 
 _RESERVED_OPTIONS = ("name", "scheduling_strategy", "placement_group", "placement_group_bundle_index")
+# Set by the group for every rank; a user's env var of the same name is an error, never an override.
+PROTECTED_ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RAY_LOCAL_RANK",
+                      "RAY_LOCAL_WORLD_SIZE", "WG_PREFIX", "WG_BACKEND")
+
+
+def check_env_clash(env_vars: dict, where: str) -> None:
+    clash = sorted(set(env_vars or {}) & set(PROTECTED_ENV_VARS))
+    if clash:
+        raise ValueError(f"{where}: env vars {clash} are set by the worker group for each rank and cannot be overridden")
 
 
 class RayClassWithInitArgs:
@@ -37,6 +52,12 @@ class RayClassWithInitArgs:
     def __init__(self, cls, *args, **kwargs):
         from ray.actor import ActorClass
 
+        if isinstance(cls, RayClassWithInitArgs):  # e.g. RayClassWithInitArgs(create_colocated_worker_cls(...))
+            if args or kwargs:
+                raise ValueError("RayClassWithInitArgs: wrapping a RayClassWithInitArgs takes no more init args")
+            self.remote_cls, self.cls, self.args, self.kwargs = cls.remote_cls, cls.cls, cls.args, cls.kwargs
+            self.options = dict(cls.options)
+            return
         self.remote_cls = cls if isinstance(cls, ActorClass) else None
         self.cls = cls.__ray_metadata__.modified_class.__ray_actor_class__ if self.remote_cls else cls
         if not (isinstance(self.cls, type) and issubclass(self.cls, Worker)):
@@ -49,6 +70,7 @@ class RayClassWithInitArgs:
         bad = sorted(set(options) & set(_RESERVED_OPTIONS))
         if bad:
             raise ValueError(f"update_options: {bad} are set by the worker group per rank")
+        check_env_clash((options.get("runtime_env") or {}).get("env_vars"), "update_options runtime_env")
         self.options.update(options)
         return self
 
@@ -84,16 +106,59 @@ def _group_method(name: str, attrs: dict, fn):
 
 
 class RayWorkerGroup:
-    def __init__(self, resource_pool: RayResourcePool, ray_cls_with_init: RayClassWithInitArgs,
-                 name_prefix: Optional[str] = None, call_timeout_s: Optional[float] = None,
-                 create_timeout_s: float = 300.0):
+    def __init__(self, resource_pool: Optional[RayResourcePool] = None,
+                 ray_cls_with_init: Optional[RayClassWithInitArgs] = None, name_prefix: Optional[str] = None,
+                 call_timeout_s: Optional[float] = None, create_timeout_s: float = 300.0, *,
+                 detached: bool = False, worker_names: Optional[list] = None, worker_handles: Optional[list] = None,
+                 device_name: str = "cuda", worker_env: Optional[dict] = None,
+                 ray_wait_register_center_timeout: Optional[float] = None, bin_pack: bool = True):
         """`call_timeout_s` bounds every blocking call (None: wait as long as the ranks run);
-        `create_timeout_s` bounds actor start-up."""
-        self.resource_pool = resource_pool
-        self.ray_cls_with_init = ray_cls_with_init
+        `create_timeout_s` (verl: `ray_wait_register_center_timeout`) bounds actor start-up.
+        `worker_env` adds env vars to every rank; `detached` makes the actors outlive the driver
+        (give the pool `detached=True` too); `worker_names`/`worker_handles` attach to running
+        actors instead (see `from_detached`). `device_name` is "cuda" or "cpu"; `bin_pack=False`
+        is not supported (pools are STRICT_PACK per node)."""
+        if device_name not in ("cuda", "cpu"):
+            raise ValueError(f"RayWorkerGroup: device_name={device_name!r} is not supported (use 'cuda' or 'cpu')")
+        if not bin_pack:
+            raise ValueError("RayWorkerGroup: bin_pack=False is not supported; pools place STRICT_PACK per node")
+        check_env_clash(worker_env, "RayWorkerGroup worker_env")
+        self.resource_pool, self.ray_cls_with_init = resource_pool, ray_cls_with_init
+        self.device_name, self.worker_env, self.detached = device_name, dict(worker_env or {}), detached
+        if ray_wait_register_center_timeout is not None:
+            create_timeout_s = ray_wait_register_center_timeout
+        bind_cls = ray_cls_with_init.cls if ray_cls_with_init is not None else Worker
+        if worker_names is not None or worker_handles is not None:
+            import ray
+
+            workers = list(worker_handles) if worker_handles else [ray.get_actor(n) for n in worker_names]
+            self._worker_names = list(worker_names) if worker_names else [None] * len(workers)
+            self._pool_claim = None
+            self._setup(workers, bind_cls, name_prefix or "detached", "", call_timeout_s)
+            return
+        if resource_pool is None or ray_cls_with_init is None:
+            raise ValueError("RayWorkerGroup needs a resource_pool and a ray_cls_with_init (or worker_names)")
         prefix = name_prefix or f"{resource_pool.name_prefix}_{ray_cls_with_init.cls.__name__}_{uuid.uuid4().hex[:6]}"
-        workers = self._create_workers(prefix, create_timeout_s)
-        self._setup(workers, ray_cls_with_init.cls, prefix, "", call_timeout_s)
+        resource_pool.claim(prefix)
+        self._pool_claim = prefix
+        try:
+            workers = self._create_workers(prefix, create_timeout_s)
+        except BaseException:
+            resource_pool.release(prefix)
+            raise
+        self._setup(workers, bind_cls, prefix, "", call_timeout_s)
+
+    @classmethod
+    def from_detached(cls, name_prefix: Optional[str] = None, worker_names: Optional[list] = None,
+                      worker_handles: Optional[list] = None,
+                      ray_cls_with_init: Optional[RayClassWithInitArgs] = None, **kwargs) -> "RayWorkerGroup":
+        """A group over actors that already run (e.g. made with detached=True by another driver),
+        found by `worker_names` (rank order) or given as `worker_handles`; binds
+        `ray_cls_with_init.cls`'s methods."""
+        if not worker_names and not worker_handles:
+            raise ValueError("from_detached needs worker_names or worker_handles")
+        return cls(None, ray_cls_with_init, name_prefix, worker_names=worker_names,
+                   worker_handles=worker_handles, **kwargs)
 
     def _setup(self, workers: list, bind_cls: type, name_prefix: str, method_prefix: str,
                call_timeout_s: Optional[float]) -> None:
@@ -101,6 +166,7 @@ class RayWorkerGroup:
         self.name_prefix = name_prefix
         self.call_timeout_s = call_timeout_s
         self._method_prefix = method_prefix
+        self._dispatch_info, self._collect_info = {}, {}  # mesh name -> per-rank dp rank / collect flag
         for name, attrs in registered_methods(bind_cls).items():
             if hasattr(RayWorkerGroup, name):
                 raise ValueError(f"worker method {bind_cls.__name__}.{name} shadows a RayWorkerGroup attribute")
@@ -110,34 +176,47 @@ class RayWorkerGroup:
     def world_size(self) -> int:
         return len(self.workers)
 
+    @property
+    def worker_names(self) -> list:
+        """Ray actor names in rank order (`ray.get_actor(name)` finds each)."""
+        return list(self._worker_names)
+
     # ---- actor creation -----------------------------------------------------------------
     def _actor_options(self, pg, local_rank: int, rank: int, env: dict) -> dict:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         user = dict(self.ray_cls_with_init.options)
         runtime_env = dict(user.pop("runtime_env", None) or {})
-        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
-        return {**self.resource_pool.actor_resources(), **user, "runtime_env": runtime_env,
-                "name": f"{self.name_prefix}_rank_{rank}",
-                "scheduling_strategy": PlacementGroupSchedulingStrategy(
-                    pg, placement_group_bundle_index=local_rank)}
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **self.worker_env, **env}
+        options = {**self.resource_pool.actor_resources(), **user, "runtime_env": runtime_env,
+                   "name": f"{self.name_prefix}_rank_{rank}",
+                   "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                       pg, placement_group_bundle_index=local_rank)}
+        if self.detached:
+            options["lifetime"] = "detached"
+        return options
 
     def _create_workers(self, name_prefix: str, timeout_s: float) -> list:
         import ray
 
         self.name_prefix = name_prefix
         spec, remote_cls = self.ray_cls_with_init, self.ray_cls_with_init.actor_class()
+        check_env_clash((spec.options.get("runtime_env") or {}).get("env_vars"), "ray_cls_with_init runtime_env")
         where = f"worker group {name_prefix!r}, method '__init__'"
         workers: list = []
+        self._worker_names = []
         master_env: dict = {"MASTER_ADDR": "", "MASTER_PORT": ""}  # rank 0 fills these in
         try:
             for pg in self.resource_pool.get_placement_groups():
                 for local_rank in range(pg.bundle_count):
                     rank = len(workers)
                     env = {"WORLD_SIZE": str(self.resource_pool.world_size), "RANK": str(rank),
-                           "LOCAL_RANK": str(local_rank), **master_env}
+                           "LOCAL_RANK": str(local_rank), "RAY_LOCAL_RANK": str(local_rank),
+                           "RAY_LOCAL_WORLD_SIZE": str(pg.bundle_count), "WG_PREFIX": name_prefix,
+                           "WG_BACKEND": "ray", **master_env}
                     options = self._actor_options(pg, local_rank, rank, env)
                     workers.append(remote_cls.options(**options).remote(*spec.args, **spec.kwargs))
+                    self._worker_names.append(options["name"])
                     if rank == 0:
                         addr, port = get_by_rank([workers[0].get_master_addr_port.remote()], [0], where, timeout_s)[0]
                         master_env = {"MASTER_ADDR": addr, "MASTER_PORT": str(port)}
@@ -159,7 +238,13 @@ class RayWorkerGroup:
                 args, kwargs, pad_size = prepare_proto_args(
                     self.world_size, args, kwargs, skip_first=mode is Dispatch.DP_COMPUTE_PROTO_WITH_FUNC,
                     pad=mode in AUTO_PAD_MODES)
+            if mode is Dispatch.ALL_TO_ALL and execute_mode is Execute.RANK_ZERO:
+                dispatch_fn = dispatch_one_to_all  # verl: rank 0 gets the arguments as given
             per_rank_args, per_rank_kwargs = dispatch_fn(self, *args, **kwargs)
+            padded_by_dispatch = PADDING_SIZE_KEY in per_rank_kwargs
+            if padded_by_dispatch:
+                per_rank_kwargs = dict(per_rank_kwargs)
+                pad_size = int(per_rank_kwargs.pop(PADDING_SIZE_KEY))
         except ValueError as exc:
             raise ValueError(f"{where} ({mode_name}): {exc}") from exc
         only_rank_zero = execute_mode is Execute.RANK_ZERO or mode is Dispatch.RANK_ZERO
@@ -172,7 +257,7 @@ class RayWorkerGroup:
         else:
             collect = functools.partial(_collect, collect_fn, self, pad_size)
         if not blocking:
-            if mode in AUTO_PAD_MODES and execute_mode is Execute.ALL:
+            if (mode in AUTO_PAD_MODES or padded_by_dispatch) and execute_mode is Execute.ALL:
                 return _GroupDataProtoFuture(collect, refs, ranks, where, self.call_timeout_s)
             return refs
         return collect(get_by_rank(refs, ranks, where, self.call_timeout_s))
@@ -184,22 +269,41 @@ class RayWorkerGroup:
                 raise ValueError(f"{where}: the dispatch function must give argument {key!r} as a list "
                                  f"with an entry for each of ranks {ranks}, got {value!r:.80}")
 
+    def _where(self, method_name: str) -> str:
+        return f"worker group {self.name_prefix!r}, method {method_name!r}"
+
+    def _remote(self, rank: int, method_name: str, *args, **kwargs):
+        return getattr(self.workers[rank], self._method_prefix + method_name).remote(*args, **kwargs)
+
     def execute_all_async(self, method_name: str, *args, **kwargs) -> list:
-        """Call `method_name` with the same args on every rank; a list of ObjectRefs."""
-        return [getattr(w, self._method_prefix + method_name).remote(*args, **kwargs) for w in self.workers]
+        """Call `method_name` on every rank; one ObjectRef per rank. Split like ALL_TO_ALL: entry r of
+        each argument to rank r if every argument is a list of world-size entries, else all to all."""
+        n = self.world_size
+        if splits_across_ranks(n, args, kwargs):
+            return [self._remote(r, method_name, *[a[r] for a in args], **{k: v[r] for k, v in kwargs.items()})
+                    for r in range(n)]
+        return [self._remote(r, method_name, *args, **kwargs) for r in range(n)]
 
     def execute_all(self, method_name: str, *args, **kwargs) -> list:
+        """verl's alias of `execute_all_async`: ObjectRefs, not results (use `execute_all_sync`)."""
+        return self.execute_all_async(method_name, *args, **kwargs)
+
+    def execute_all_sync(self, method_name: str, *args, **kwargs) -> list:
+        """`execute_all_async`, waited for: the results in rank order (failures name the rank)."""
         refs = self.execute_all_async(method_name, *args, **kwargs)
-        where = f"worker group {self.name_prefix!r}, method {method_name!r}"
-        return get_by_rank(refs, list(range(self.world_size)), where, self.call_timeout_s)
+        return get_by_rank(refs, list(range(self.world_size)), self._where(method_name), self.call_timeout_s)
 
     def execute_rank_zero_async(self, method_name: str, *args, **kwargs):
-        return getattr(self.workers[0], self._method_prefix + method_name).remote(*args, **kwargs)
+        """Call `method_name` on rank 0 with the arguments as given; one ObjectRef."""
+        return self._remote(0, method_name, *args, **kwargs)
 
-    def execute_rank_zero(self, method_name: str, *args, **kwargs) -> Any:
+    def execute_rank_zero(self, method_name: str, *args, **kwargs):
+        """verl's alias of `execute_rank_zero_async`: an ObjectRef (use `execute_rank_zero_sync`)."""
+        return self.execute_rank_zero_async(method_name, *args, **kwargs)
+
+    def execute_rank_zero_sync(self, method_name: str, *args, **kwargs) -> Any:
         ref = self.execute_rank_zero_async(method_name, *args, **kwargs)
-        where = f"worker group {self.name_prefix!r}, method {method_name!r}"
-        return get_by_rank([ref], [0], where, self.call_timeout_s)[0]
+        return get_by_rank([ref], [0], self._where(method_name), self.call_timeout_s)[0]
 
     # ---- colocated roles and teardown ---------------------------------------------------
     def spawn(self, prefix_set) -> dict[str, "RayWorkerGroup"]:
@@ -213,6 +317,8 @@ class RayWorkerGroup:
                 raise ValueError(f"spawn: role {role!r} is not in the WorkerDict (roles: {sorted(role_classes)})")
             view = RayWorkerGroup.__new__(RayWorkerGroup)
             view.resource_pool, view.ray_cls_with_init = self.resource_pool, self.ray_cls_with_init
+            view.device_name, view.worker_env, view.detached = self.device_name, self.worker_env, self.detached
+            view._worker_names, view._pool_claim = self._worker_names, self._pool_claim
             view._setup(self.workers, role_classes[role], f"{self.name_prefix}.{role}", f"{role}_",
                         self.call_timeout_s)
             views[role] = view
@@ -222,6 +328,8 @@ class RayWorkerGroup:
         """Kill this group's actors (views of a WorkerDict share them: one shutdown ends all)."""
         self._kill(self.workers)
         self.workers = []
+        if self.resource_pool is not None and self._pool_claim is not None:
+            self.resource_pool.release(self._pool_claim)
 
     @staticmethod
     def _kill(workers: list) -> None:

@@ -82,18 +82,19 @@ def test_group_methods_are_bound_with_worker_docs(echo_wg):
 
 
 def test_direct_execute_helpers(echo_wg):
+    # verl's names: execute_all / execute_rank_zero are the async forms (ObjectRefs)
     assert ray.get(echo_wg.execute_all_async("unregistered_rank", plus=1)) == [1, 2, 3, 4]
-    assert echo_wg.execute_all("unregistered_rank") == [0, 1, 2, 3]
-    assert echo_wg.execute_rank_zero("unregistered_rank", 5) == 5
+    assert ray.get(echo_wg.execute_all("unregistered_rank")) == [0, 1, 2, 3]
+    assert echo_wg.execute_all_sync("unregistered_rank", plus=[10, 20, 30, 40]) == [10, 21, 32, 43]
+    assert ray.get(echo_wg.execute_rank_zero("unregistered_rank", 5)) == 5
+    assert echo_wg.execute_rank_zero_sync("unregistered_rank", 5) == 5
 
 
 def test_wrong_arguments_fail_before_sending(echo_wg):
-    before = echo_wg.num_calls("add")
-    with pytest.raises(ValueError, match=r"'echo', method 'add' \(Dispatch.ALL_TO_ALL\): argument 0 .*4 ranks.*length 3"):
-        echo_wg.add([1, 2, 3])
-    with pytest.raises(ValueError, match=r"method 'add'.*argument 'y' must be a list"):
-        echo_wg.add([1, 2, 3, 4], y=5)
-    assert echo_wg.num_calls("add") == before
+    before = echo_wg.num_calls("dp")
+    with pytest.raises(ValueError, match=r"'echo', method 'dp' \(Dispatch.DP_COMPUTE\): argument 0 .*4 ranks.*length 3"):
+        echo_wg.dp([1, 2, 3])
+    assert echo_wg.num_calls("dp") == before
     with pytest.raises(ValueError, match=r"method 'tag_rows'.*argument 0 must be a DataProto"):
         echo_wg.tag_rows([1, 2])
     with pytest.raises(ValueError, match=r"method 'metric'.*10 rows, not divisible by the 4 ranks"):

@@ -65,7 +65,10 @@ def test_register_works_on_sync_and_async_methods(monkeypatch):
 
 
 def test_registered_methods_walks_the_mro():
-    assert set(registered_methods(Child)) == {"hello", "double", "extra"}
+    worker_base = set(registered_methods(Worker))  # verl's group methods every Worker has
+    assert worker_base == {"execute_func_rank_zero", "execute_with_func_generator",
+                           "_query_dispatch_info", "_query_collect_info"}
+    assert set(registered_methods(Child)) - worker_base == {"hello", "double", "extra"}
     assert "plain" not in registered_methods(Base)
 
 
@@ -86,12 +89,18 @@ def test_one_to_all_and_rank_zero():
     assert collect_rank_zero(GROUP4, ["a"]) == "a"
 
 
-def test_all_to_all_passes_lists_through_and_checks_length():
-    assert dispatch_all_to_all(GROUP4, [1, 2, 3, 4], k=(5, 6, 7, 8)) == (([1, 2, 3, 4],), {"k": [5, 6, 7, 8]})
+def test_all_to_all_splits_world_size_lists_else_sends_everything_to_every_rank():
+    # verl's rule: split only when every argument is a list of world-size entries (tuples are values)
+    assert dispatch_all_to_all(GROUP4, [1, 2, 3, 4], k=[5, 6, 7, 8]) == (([1, 2, 3, 4],), {"k": [5, 6, 7, 8]})
+    assert dispatch_all_to_all(GROUP4, 7, k="a") == (([7] * 4,), {"k": ["a"] * 4})
+    assert dispatch_all_to_all(GROUP4, [1, 2, 3]) == (([[1, 2, 3]] * 4,), {})
+    assert dispatch_all_to_all(GROUP4, [1, 2, 3, 4], k=5) == (([[1, 2, 3, 4]] * 4,), {"k": [5] * 4})
+    assert dispatch_all_to_all(GROUP4, (1, 2, 3, 4)) == (([(1, 2, 3, 4)] * 4,), {})
+    dp_fn = resolve_dispatch_mode(Dispatch.DP_COMPUTE)[0]  # DP_COMPUTE stays strict
     with pytest.raises(ValueError, match=r"argument 0 must be a list with one entry per rank \(4 ranks\), got length 3"):
-        dispatch_all_to_all(GROUP4, [1, 2, 3])
+        dp_fn(GROUP4, [1, 2, 3])
     with pytest.raises(ValueError, match=r"argument 'k' .* got int"):
-        dispatch_all_to_all(GROUP4, [1, 2, 3, 4], k=5)
+        dp_fn(GROUP4, [1, 2, 3, 4], k=5)
     dp_fn, dp_collect = resolve_dispatch_mode(Dispatch.DP_COMPUTE)
     assert dp_fn(GROUP4, [1, 2, 3, 4]) == (([1, 2, 3, 4],), {}) and dp_collect is collect_list
 
@@ -162,7 +171,7 @@ class Other(Worker):
 def test_worker_dict_forwards_role_methods_with_attributes(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
-    worker_dict_cls = create_colocated_worker_cls({"base": Child, "other": RayClassWithInitArgs(Other, start=7)})
+    worker_dict_cls = create_colocated_worker_cls({"base": Child, "other": RayClassWithInitArgs(Other, start=7)}).cls
     assert {"base_hello", "base_double", "base_extra", "other_whoami"} <= set(registered_methods(worker_dict_cls))
     assert getattr(worker_dict_cls.base_double, MAGIC_ATTR)["execute_mode"] is Execute.RANK_ZERO
     assert inspect.iscoroutinefunction(worker_dict_cls.base_double)
