@@ -11,9 +11,10 @@
 
 A save writes into `<ckpt_root>/.tmp_global_step_<N>` and renames it into place, so a kill
 mid-save leaves the previous checkpoint whole; `.tmp_*` leftovers are deleted at the next
-start. `trainer.resume`: `auto` continues from the newest complete checkpoint (fresh start if
-none), `disable` starts fresh, anything else is the path of one `global_step_<N>` directory.
-The worker-side writers live in `rlsys.workers.checkpoint_io`; `CheckpointManager` runs on
+start. A SIGINT or SIGTERM during a save is held until the save is complete (at most
+`SIGNAL_DEFER_MAX_S`; a second one stops at once), then handled. `trainer.resume`: `auto`
+continues from the newest complete checkpoint (fresh start if none), `disable` starts fresh,
+anything else is the path of one `global_step_<N>` directory. The worker-side writers live in `rlsys.workers.checkpoint_io`; `CheckpointManager` runs on
 the driver.
 """
 
@@ -24,17 +25,22 @@ import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
+from rlsys.trainer.signals import deferred_signals
+
 STEP_PREFIX = "global_step_"
 TMP_PREFIX = ".tmp_"
 COMPLETE_MARKER = "COMPLETE"
 CRASH_ENV = "RLSYS_TEST_CRASH_DURING_SAVE"  # test-only: os._exit mid-save at this step
 CRASH_EXIT_CODE = 17
+SAVE_SLEEP_ENV = "RLSYS_TEST_SLEEP_DURING_SAVE_S"  # test-only: sleep mid-save (after the actor's part)
+SIGNAL_DEFER_MAX_S = 60.0  # a SIGINT/SIGTERM during a save waits at most this long for it to finish
 
 
 # ---- driver side ------------------------------------------------------------------------
@@ -97,6 +103,11 @@ class CheckpointManager:
 
     # ---- save ---------------------------------------------------------------------------
     def save(self, step: int) -> Path:
+        """Write `global_step_<step>`; SIGINT/SIGTERM meanwhile wait until it is complete (bounded)."""
+        with deferred_signals(f"saving checkpoint {STEP_PREFIX}{step}", SIGNAL_DEFER_MAX_S):
+            return self._save(step)
+
+    def _save(self, step: int) -> Path:
         assert self.trainer is not None, "CheckpointManager.attach(trainer) before save"
         tmp = self.root / f"{TMP_PREFIX}{STEP_PREFIX}{step}"
         if tmp.exists():
@@ -106,6 +117,7 @@ class CheckpointManager:
         if os.environ.get(CRASH_ENV) == str(step):
             print(f"{CRASH_ENV}={step}: exiting in the middle of a save", flush=True)
             os._exit(CRASH_EXIT_CODE)
+        time.sleep(float(os.environ.get(SAVE_SLEEP_ENV, "0")))  # test-only: widen the save for signal tests
         if self.roles.critic is not None:
             self.roles.critic.save_checkpoint(str(tmp / "critic"))
         self._save_driver_state(tmp, step)
