@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 from rlsys.protocol import DataProto
 from rlsys.rewards import RewardScoringError
 
@@ -29,5 +31,5 @@ def check_reward_errors(batch: DataProto, reward_cfg, step: int) -> int:
         raise RewardScoringError(f"{summary}; that is above reward.max_error_fraction="
                                  f"{reward_cfg.max_error_fraction:g}, so the run stops (fix the function, "
                                  "or raise reward.max_error_fraction)")
-    print(f"warning: {summary} (scored 0, reward/num_errors)", file=sys.stderr, flush=True)
+    tqdm.write(f"warning: {summary} (scored 0, reward/num_errors)", file=sys.stderr)  # a line of its own beside the bar
     return len(failed)

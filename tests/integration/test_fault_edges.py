@@ -56,16 +56,18 @@ def test_out_of_range_key_fails_before_ray_starts(tmp_path, override, message):
 def test_failing_and_hanging_reward_samples_are_bounded_counted_and_warned(tmp_path):
     (tmp_path / "rewards.py").write_text(REWARDS)
     proc = run_main(tmp_path / "run", *SHORT, "trainer.total_steps=2", f"reward.fn={tmp_path / 'rewards.py'}:"
-                    "some_fail_some_hang", "reward.on_error=zero", "reward.timeout_s=0.5")
+                    "some_fail_some_hang", "reward.on_error=zero", "reward.timeout_s=0.5",
+                    "reward.max_error_fraction=0.9")  # errors come in groups of rollout.n: keep clear of the limit
     assert proc.returncode == 0
     rows = [r for r in read_metrics(tmp_path / "run") if r["step"] > 0]
     assert [r["step"] for r in rows] == [1, 2]  # the worker stayed usable after step 1's timeouts
-    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: step ")]
+    warnings = [line[line.index("warning: step "):] for line in proc.stderr.replace("\r", "\n").splitlines()
+                if "warning: step " in line]
     assert [w.split(":")[1] for w in warnings] == [" step 1", " step 2"]  # one line per step with errors
     assert all("some_fail_some_hang failed on" in w for w in warnings)
     for row, warning in zip(rows, warnings):
         num_errors = int(row["reward/num_errors"])
-        assert 0 < num_errors <= 32 and f"failed on {num_errors}/64 samples" in warning
+        assert 0 < num_errors <= 57 and f"failed on {num_errors}/64 samples" in warning
     timing = [round(r["timing_s/reward"], 1) for r in rows]
     print(f"\n[hanging reward, timeout 0.5 s] errors per step {[r['reward/num_errors'] for r in rows]}, "
           f"reward phase s {timing}")
