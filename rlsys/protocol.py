@@ -119,6 +119,17 @@ def _values_equal(a, b) -> bool:
         return False
 
 
+def _stack_rows(key, rows: np.ndarray) -> np.ndarray:
+    """A 1-D object array whose rows are equal-length sequences -> a 2-D object array."""
+    lengths = {len(r) if isinstance(r, (list, tuple, np.ndarray)) else None for r in rows}
+    if len(lengths) != 1 or None in lengths:
+        raise DataProtoError(f"unfold_column_chunks: non_tensor_batch[{key!r}] rows must be sequences of one length")
+    out = np.empty((len(rows), lengths.pop()), dtype=object)
+    for i, row in enumerate(rows):
+        out[i, :] = list(row)
+    return out
+
+
 def _leaf_keys(batch: Optional[TensorDict]) -> list:
     """Tensor keys of a TensorDict; nested ones as tuples ('outer', 'inner')."""
     return [] if batch is None else list(batch.keys(include_nested=True, leaves_only=True))
@@ -184,7 +195,8 @@ class DataProto:
                   auto_padding: bool = False) -> "DataProto":
         """Build from {key: tensor with dim 0 = N}, {key: array or list of N}, meta_info.
 
-        `num_batch_dims=k` makes the first k dims the batch (tensors only, as in verl);
+        `num_batch_dims` is verl's: the first k dims must agree across tensors, but a DataProto has
+        one batch dim (verl's check_consistency says the same), so k > 1 raises after that check.
         `auto_padding=True` marks this DataProto for unequal `chunk`s (see DataProtoConfig)."""
         tensors, non_tensors = tensors or {}, non_tensors or {}
         if int(num_batch_dims) != num_batch_dims or num_batch_dims < 1:
@@ -203,6 +215,8 @@ class DataProto:
                 shown = lambda s: s[0] if num_batch_dims == 1 else list(s)  # noqa: E731
                 raise DataProtoError(f"from_dict: tensor {key!r} has batch size {shown(value.shape[:num_batch_dims])}, "
                                      f"expected {shown(size)} (from {first_key!r})")
+        if num_batch_dims > 1:
+            raise DataProtoError(f"from_dict: num_batch_dims={num_batch_dims}, but a DataProto has one batch dim")
         batch = TensorDict(dict(tensors), batch_size=list(size)) if tensors else None
         meta_info = dict(meta_info or {})
         if auto_padding:
@@ -254,11 +268,8 @@ class DataProto:
 
     def check_consistency(self) -> None:
         """Raise ValueError unless `batch` has one batch dim and every array has the same N rows."""
-        if self.batch is not None and (not isinstance(self.batch, TensorDict) or len(self.batch.batch_size) < 1):
-            raise DataProtoError(f"DataProto.batch must be a TensorDict with a batch dim, got {self.batch!r:.100}")
-        if self.batch is not None and len(self.batch.batch_size) > 1 and self.non_tensor_batch:
-            raise DataProtoError("DataProto: a batch with several batch dims cannot have non_tensor_batch "
-                                 f"(has {sorted(self.non_tensor_batch)})")
+        if self.batch is not None and (not isinstance(self.batch, TensorDict) or len(self.batch.batch_size) != 1):
+            raise DataProtoError(f"DataProto.batch must be a TensorDict with one batch dim, got {self.batch!r:.100}")
         num_rows, source = (self.batch.batch_size[0], "the batch") if self.batch is not None else (None, None)
         for key, value in self.non_tensor_batch.items():
             if not isinstance(value, np.ndarray) or value.ndim == 0:
@@ -454,6 +465,8 @@ class DataProto:
         def unfold(key, value, reshape, repeat):
             if key not in split_keys:
                 return repeat(value)
+            if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype == object:
+                value = _stack_rows(key, value)  # rows that are lists (from_dict keeps them whole)
             if value.ndim < 2 or value.shape[1] % n_split:
                 raise DataProtoError(f"unfold_column_chunks: {key!r} has shape {tuple(value.shape)}; "
                                      f"dim 1 must divide by n_split={n_split}")

@@ -300,3 +300,7 @@ def prepare_proto_args(world_size: int, args: tuple, kwargs: dict, skip_first: b
 def unpad_output(output: Any, pad_size: int) -> Any:
     """Strip the `pad_size` trailing rows that `prepare_proto_args` added."""
     return unpad_dataproto(output, pad_size) if pad_size else output
+
+
+# verl keeps the mesh dispatch factory in its decorator module; import it from here too.
+from rlsys.single_controller.mesh import make_nd_compute_dataproto_dispatch_fn  # noqa: E402,F401

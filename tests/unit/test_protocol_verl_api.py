@@ -80,6 +80,9 @@ def test_unfold_column_chunks_moves_column_pieces_into_rows():
                                {"pair": np.array([["a", "b"], ["c", "d"]], dtype=object), "uid": np.array(["p", "q"],
                                                                                                     dtype=object)})
     out = data.unfold_column_chunks(2, split_keys=["x", "pair"])
+    listed = DataProto.from_dict({"ids": torch.arange(2)}, {"pair": [["a", "b"], ["c", "d"]]})  # rows are lists
+    assert listed.unfold_column_chunks(2, split_keys=["pair"]).non_tensor_batch["pair"].tolist() == \
+        [["a"], ["b"], ["c"], ["d"]]
     assert out.batch["x"].tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert out.batch["ids"].tolist() == [10, 10, 11, 11]
     assert out.non_tensor_batch["pair"].tolist() == [["a"], ["b"], ["c"], ["d"]]
@@ -100,13 +103,17 @@ def test_tensordict_round_trip_keeps_all_three_parts():
     assert back.meta_info == {"temperature": 0.5, "tag": "run1"}
 
 
-def test_from_dict_with_two_batch_dims_and_auto_padding_flag():
-    data = DataProto.from_dict({"a": torch.zeros(2, 3, 5), "b": torch.ones(2, 3)}, num_batch_dims=2)
-    assert list(data.batch.batch_size) == [2, 3] and len(data) == 2
-    with pytest.raises(AssertionError, match="num_batch_dims=2 works only without non_tensors"):
-        DataProto.from_dict({"a": torch.zeros(2, 3)}, {"u": ["a", "b"]}, num_batch_dims=2)
+def test_from_dict_num_batch_dims_checks_sizes_then_keeps_one_batch_dim():
+    assert list(DataProto.from_dict({"a": torch.zeros(2, 3)}, num_batch_dims=1).batch.batch_size) == [2]
     with pytest.raises(ValueError, match=r"'b' has batch size \[2, 4\], expected \[2, 3\]"):
         DataProto.from_dict({"a": torch.zeros(2, 3), "b": torch.zeros(2, 4)}, num_batch_dims=2)
+    with pytest.raises(AssertionError, match="num_batch_dims=2, but a DataProto has one batch dim"):
+        DataProto.from_dict({"a": torch.zeros(2, 3, 5), "b": torch.ones(2, 3)}, num_batch_dims=2)
+    with pytest.raises(AssertionError, match="num_batch_dims=2 works only without non_tensors"):
+        DataProto.from_dict({"a": torch.zeros(2, 3)}, {"u": ["a", "b"]}, num_batch_dims=2)
+
+
+def test_auto_padding_flag_allows_unequal_chunks():
     flagged = DataProto.from_dict({"a": torch.arange(5)}, auto_padding=True)
     assert flagged.is_padding_enabled() and not make(5).is_padding_enabled()
     assert [c.batch["a"].tolist() for c in flagged.chunk(2)] == [[0, 1, 2], [3, 4]]
