@@ -261,10 +261,11 @@ class DataProto:
         return out
 
     @classmethod
-    def from_single_dict(cls, data: dict, meta_info: Optional[dict] = None) -> "DataProto":
+    def from_single_dict(cls, data: dict, meta_info: Optional[dict] = None, auto_padding: bool = False) -> "DataProto":
         """Tensors go to `batch`; numpy arrays and lists go to `non_tensor_batch`."""
         tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-        return cls.from_dict(tensors, {k: v for k, v in data.items() if k not in tensors}, meta_info)
+        return cls.from_dict(tensors, {k: v for k, v in data.items() if k not in tensors}, meta_info,
+                             auto_padding=auto_padding)
 
     def check_consistency(self) -> None:
         """Raise ValueError unless `batch` has one batch dim and every array has the same N rows."""

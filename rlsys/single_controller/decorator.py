@@ -107,12 +107,7 @@ def register(dispatch_mode=Dispatch.ALL_TO_ALL, execute_mode=Execute.ALL, blocki
     `materialize_futures` is accepted for verl code: DataProtoFuture arguments are always
     resolved on the driver before dispatch here, so the worker never sees one.
     """
-    if isinstance(dispatch_mode, dict):
-        if set(dispatch_mode) != {"dispatch_fn", "collect_fn"} or not all(map(callable, dispatch_mode.values())):
-            raise ValueError("register: a custom dispatch_mode must be {'dispatch_fn': f, 'collect_fn': g} "
-                             f"with callables, got keys {sorted(dispatch_mode)}")
-    elif not isinstance(dispatch_mode, Dispatch):
-        raise ValueError(f"register: dispatch_mode must be a Dispatch or a dict, got {dispatch_mode!r}")
+    _check_dispatch_mode(dispatch_mode)
     if not isinstance(execute_mode, Execute):
         raise ValueError(f"register: execute_mode must be an Execute, got {execute_mode!r}")
     attrs = {"dispatch_mode": dispatch_mode, "execute_mode": execute_mode, "blocking": bool(blocking)}
@@ -130,6 +125,20 @@ def register(dispatch_mode=Dispatch.ALL_TO_ALL, execute_mode=Execute.ALL, blocki
         return inner
 
     return decorator
+
+
+def _check_dispatch_mode(dispatch_mode) -> None:
+    """ValueError (also an AssertionError, as verl's check raises) unless a Dispatch or a valid dict."""
+    if isinstance(dispatch_mode, dict):
+        if set(dispatch_mode) != {"dispatch_fn", "collect_fn"} or not all(map(callable, dispatch_mode.values())):
+            raise DispatchModeError("register: a custom dispatch_mode must be {'dispatch_fn': f, 'collect_fn': g} "
+                                    f"with callables, got keys {sorted(dispatch_mode)}")
+    elif not isinstance(dispatch_mode, Dispatch):
+        raise DispatchModeError(f"register: dispatch_mode must be a Dispatch or a dict, got {dispatch_mode!r}")
+
+
+class DispatchModeError(ValueError, AssertionError):
+    """A bad dispatch mode: a ValueError here, an AssertionError where verl code expects one."""
 
 
 def registered_methods(cls: type) -> dict[str, dict]:
@@ -250,15 +259,20 @@ def register_dispatch_mode(dispatch_mode_name: str, dispatch_fn: Callable, colle
     driver (workers need not run it). Raises ValueError if the name already has functions."""
     mode = Dispatch.register(dispatch_mode_name)
     if mode in DISPATCH_MODE_FN_REGISTRY:
-        raise ValueError(f"register_dispatch_mode: Dispatch.{mode.name} already exists; use update_dispatch_mode")
+        raise DispatchModeError(f"register_dispatch_mode: Dispatch.{mode.name} already exists; use update_dispatch_mode")
     DISPATCH_MODE_FN_REGISTRY[mode] = {"dispatch_fn": dispatch_fn, "collect_fn": collect_fn}
     return mode
+
+
+def get_predefined_dispatch_fn(dispatch_mode) -> dict:
+    """{"dispatch_fn", "collect_fn"} of a registered mode (verl's name)."""
+    return DISPATCH_MODE_FN_REGISTRY[dispatch_mode]
 
 
 def update_dispatch_mode(dispatch_mode, dispatch_fn: Callable, collect_fn: Callable) -> None:
     """Replace the functions of an existing mode (groups created afterwards and calls made afterwards use them)."""
     if dispatch_mode not in DISPATCH_MODE_FN_REGISTRY:
-        raise ValueError(f"update_dispatch_mode: {dispatch_mode!r} is not registered")
+        raise DispatchModeError(f"update_dispatch_mode: {dispatch_mode!r} is not registered")
     DISPATCH_MODE_FN_REGISTRY[dispatch_mode] = {"dispatch_fn": dispatch_fn, "collect_fn": collect_fn}
 
 
