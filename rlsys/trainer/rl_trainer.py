@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -38,6 +39,7 @@ class RLTrainer:
         kl = config.algorithm.kl_ctrl
         self.kl_ctrl = get_kl_controller(kl.type, kl_coef=kl.kl_coef, target_kl=kl.target_kl, horizon=kl.horizon)
         self.val_history: list[tuple[int, float]] = []
+        self.side_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlsys-side-call")
 
     # ---- phases -------------------------------------------------------------------------
     def generate(self, prompts: DataProto, validate: bool, step: int = 0) -> DataProto:
@@ -105,6 +107,29 @@ class RLTrainer:
         b = batch.batch
         return batch, rollout_logprob_gap(b["old_log_probs"], b["rollout_log_probs"], b["response_mask"])
 
+    def start_ref_log_probs(self, batch: DataProto, timer: PhaseTimer):
+        """Reference log-probs (phase ref) in a driver thread, so that the reference and the
+        actor score the same batch at once (two threads of the same worker process; measured
+        on the 2-core CPU: old + ref 0.068 s in turn, 0.047 s together); returns a future of
+        the DataProto, or None without a reference. Only with one training rank, where the
+        reference is a plain module: with several, both roles' FSDP2 collectives would share
+        a process group from two threads, in an order the ranks need not agree on."""
+        if self.roles.reference is None:
+            return None
+        if self.shapes.num_ranks > 1:
+            done: Future = Future()
+            with timer.phase("ref"):
+                done.set_result(self.roles.reference.compute_ref_log_prob(batch))
+            return done
+        inputs = batch.select(batch_keys=["input_ids", "attention_mask", "position_ids", "responses"],
+                              non_tensor_batch_keys=[], meta_info_keys=[])
+
+        def call() -> DataProto:  # `inputs` is its own DataProto: the main thread may add keys to `batch`
+            with timer.phase("ref"):
+                return self.roles.reference.compute_ref_log_prob(inputs)
+
+        return self.side_calls.submit(call)
+
     def update_actor(self, batch: DataProto) -> dict:
         try:
             return mean_of_rank_metrics(self.roles.actor.update_actor(batch))
@@ -125,11 +150,11 @@ class RLTrainer:
                 check_reward_errors(batch, cfg.reward, self.step)  # too many failed samples stop the run
             role_metrics = self.run_custom_roles(batch, timer)
             batch = self.balance(batch)
+            ref_call = self.start_ref_log_probs(batch, timer)  # runs beside the old log-probs
             batch, gap_metrics = self.old_log_probs(batch, timer)
             role_metrics.update(gap_metrics)
-            if roles.reference is not None:
-                with timer.phase("ref"):
-                    batch = batch.union(roles.reference.compute_ref_log_prob(batch))
+            if ref_call is not None:
+                batch = batch.union(ref_call.result())
             if roles.critic is not None:
                 with timer.phase("values"):
                     batch = batch.union(roles.critic.compute_values(batch))
@@ -173,6 +198,7 @@ class RLTrainer:
                             val=f"{self.val_history[-1][1]:.3f}" if self.val_history else "-",
                             step_s=f"{metrics['timing_s/step']:.1f}")
         self.writer.close()
+        self.side_calls.shutdown(wait=False)
         write_reward_curve(self.run_dir)
         return self.write_summary(time.time() - start)
 

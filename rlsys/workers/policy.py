@@ -23,9 +23,10 @@ class PolicyModelMixin:
     """Shared model setup for roles that hold a causal LM (actor and reference)."""
 
     def _load_policy(self, config, trainable: bool, param_dtype: torch.dtype, compute_dtype: torch.dtype,
-                     gradient_checkpointing: bool = False, chunk_size: int = 1024):
+                     gradient_checkpointing: bool = False, chunk_size: int = 1024, shard: bool = True):
         """Load the HF model in `param_dtype`, shard it (FSDP2, compute in `compute_dtype`);
-        sets `self.model` (the HF model, for names and saving) and `self.scorer` (the root)."""
+        sets `self.model` (the HF model, for names and saving) and `self.scorer` (the root).
+        `shard=False` keeps a plain module (one frozen copy needs no FSDP: no collectives)."""
         from transformers import AutoModelForCausalLM
 
         self.config = config
@@ -40,7 +41,9 @@ class PolicyModelMixin:
         model.requires_grad_(trainable)
         scorer = ResponseScorer(model, chunk_size)
         self.model = model
-        self.scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(param_dtype, compute_dtype))
+        if shard:
+            scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(param_dtype, compute_dtype))
+        self.scorer = scorer
         return model
 
     def _score_micro(self, micro_batch, response_length: int, with_entropy: bool):

@@ -21,8 +21,10 @@ class ReferenceWorker(Worker, PolicyModelMixin):
 
         device = model_utils.resolve_device(self.config.trainer.device)
         dtype = model_utils.resolve_dtype(self.config.ref.compute_dtype, device)  # frozen: no master copy
+        # One rank: a plain module, so its forward issues no collectives and the driver may run
+        # it beside the actor's old log-probs in the same process. Several: FSDP2 shards it.
         self._load_policy(self.config, trainable=False, param_dtype=dtype, compute_dtype=dtype,
-                          chunk_size=self.config.actor.logprob_chunk_size)
+                          chunk_size=self.config.actor.logprob_chunk_size, shard=self.world_size > 1)
         self.model.eval()
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
