@@ -40,6 +40,10 @@ def node_ip_address() -> str:
         return "127.0.0.1"
 
 
+class MeshRegistrationError(ValueError, AssertionError):
+    """A mesh registered twice or copied wrongly (AssertionError too, as verl asserts there)."""
+
+
 class Worker:
     """Base class of group workers: `rank`, `world_size`, `local_rank` and the rendezvous address."""
 
@@ -91,8 +95,22 @@ class Worker:
         """This rank takes data-parallel slice `dp_rank` of mesh `mesh_name`; its output is kept if `is_collect`."""
         dp_ranks, collect = self._mesh_info()
         if mesh_name in dp_ranks:
-            raise ValueError(f"rank {self.rank}: mesh {mesh_name!r} is already registered")
+            raise MeshRegistrationError(f"rank {self.rank}: mesh {mesh_name!r} is already registered")
         dp_ranks[mesh_name], collect[mesh_name] = int(dp_rank), bool(is_collect)
+
+    def get_dispatch_collect(self) -> dict:
+        """{"dispatch_dp_rank": {mesh: dp rank}, "collect_dp_rank": {mesh: is_collect}} of this worker."""
+        dp_ranks, collect = self._mesh_info()
+        return {"dispatch_dp_rank": dict(dp_ranks), "collect_dp_rank": dict(collect)}
+
+    def set_dispatch_collect(self, mesh_name: str, dispatch_dp_rank: dict, collect_dp_rank: dict) -> None:
+        """Register, as `mesh_name`, the one mesh of another worker's `get_dispatch_collect()`
+        (how a colocated worker takes over its role's registration)."""
+        if len(dispatch_dp_rank) != 1 or len(collect_dp_rank) != 1:
+            raise MeshRegistrationError(f"set_dispatch_collect({mesh_name!r}): expected one mesh, got "
+                                        f"{sorted(dispatch_dp_rank)}")
+        self._register_dispatch_collect_info(mesh_name, next(iter(dispatch_dp_rank.values())),
+                                             next(iter(collect_dp_rank.values())))
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def _query_dispatch_info(self, mesh_name: str) -> int:

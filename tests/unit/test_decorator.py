@@ -200,3 +200,20 @@ def test_rank_zero_worker_picks_a_rendezvous_address(monkeypatch):
     monkeypatch.delenv("MASTER_PORT")
     addr, port = Worker().get_master_addr_port()
     assert addr and 0 < int(port) < 65536
+
+
+def test_mesh_registration_is_queried_and_copied_between_workers(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "1")
+    role = Worker()
+    role._register_dispatch_collect_info("actor", dp_rank=3, is_collect=False)
+    assert role._query_dispatch_info("actor") == 3 and role._query_collect_info("actor") is False
+    holder = Worker()
+    holder.set_dispatch_collect("actor_in_dict", **role.get_dispatch_collect())
+    assert holder.get_dispatch_collect() == {"dispatch_dp_rank": {"actor_in_dict": 3},
+                                             "collect_dp_rank": {"actor_in_dict": False}}
+    with pytest.raises(AssertionError, match="'actor_in_dict' is already registered"):
+        holder.set_dispatch_collect("actor_in_dict", **role.get_dispatch_collect())
+    with pytest.raises(KeyError, match="never registered mesh 'critic'"):
+        holder._query_dispatch_info("critic")
