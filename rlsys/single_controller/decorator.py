@@ -69,6 +69,13 @@ class _DynamicEnum(metaclass=_DynamicEnumMeta):
         return cls._registry[key]
 
     @classmethod
+    def remove(cls, name: str):
+        """Forget the member called `name` (tests that register modes clean up with this)."""
+        member = cls._registry.pop(name.upper())
+        delattr(cls, member.name)
+        return member
+
+    @classmethod
     def names(cls) -> list[str]:
         return list(cls._registry)
 

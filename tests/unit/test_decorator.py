@@ -217,3 +217,21 @@ def test_mesh_registration_is_queried_and_copied_between_workers(monkeypatch):
         holder.set_dispatch_collect("actor_in_dict", **role.get_dispatch_collect())
     with pytest.raises(KeyError, match="never registered mesh 'critic'"):
         holder._query_dispatch_info("critic")
+
+
+def test_registered_dispatch_mode_pickles_by_name_and_can_be_removed():
+    import pickle
+
+    from rlsys.single_controller.decorator import DISPATCH_MODE_FN_REGISTRY, register_dispatch_mode
+
+    mode = register_dispatch_mode("unit_test_mode", dispatch_one_to_all, collect_list)
+    try:
+        assert Dispatch.UNIT_TEST_MODE is mode and "UNIT_TEST_MODE" in Dispatch and mode in Dispatch
+        assert pickle.loads(pickle.dumps(mode)) is mode
+        assert resolve_dispatch_mode(mode) == (dispatch_one_to_all, collect_list)
+        with pytest.raises(AssertionError, match="already exists"):
+            register_dispatch_mode("unit_test_mode", dispatch_one_to_all, collect_list)
+    finally:
+        DISPATCH_MODE_FN_REGISTRY.pop(mode)
+        Dispatch.remove("unit_test_mode")
+    assert "UNIT_TEST_MODE" not in Dispatch and not hasattr(Dispatch, "UNIT_TEST_MODE")
