@@ -181,11 +181,14 @@ def test_unsatisfiable_pool_raises_naming_resources(ray_local):
 
 def test_actor_options_env_vars_reach_workers(ray_local):
     pool = RayResourcePool([2], use_gpu=False, name_prefix="opts", num_cpus_per_worker=0.25)
-    spec = RayClassWithInitArgs(EchoWorker).update_options(
-        {"runtime_env": {"env_vars": {"RLSYS_TEST_FLAG": "on", "RANK": "99", "MASTER_ADDR": "203.0.113.9"}}})
+    # the group's own per-rank variables cannot be overridden: a clash fails at once, naming them (as verl)
+    with pytest.raises(ValueError, match=r"\['MASTER_ADDR', 'RANK'\]"):
+        RayClassWithInitArgs(EchoWorker).update_options(
+            {"runtime_env": {"env_vars": {"RLSYS_TEST_FLAG": "on", "RANK": "99", "MASTER_ADDR": "203.0.113.9"}}})
+    spec = RayClassWithInitArgs(EchoWorker).update_options({"runtime_env": {"env_vars": {"RLSYS_TEST_FLAG": "on"}}})
     wg = RayWorkerGroup(pool, spec, name_prefix="opts")
     assert wg.env("RLSYS_TEST_FLAG") == ["on", "on"]
-    assert wg.env("RANK") == ["0", "1"]  # the group's own variables win
+    assert wg.env("RANK") == ["0", "1"]
     masters = {info["master"] for info in wg.whoami("m")}
     assert len(masters) == 1 and masters.pop()[0] != "203.0.113.9"  # rank 0 picked the address
     with pytest.raises(ValueError, match="name"):
