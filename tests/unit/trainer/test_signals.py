@@ -10,6 +10,15 @@ import pytest
 from rlsys.trainer.signals import deferred_signals
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler for each test: a process started in the background (CI
+    runners, `cmd &`) inherits SIGINT ignored, and Python then installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_sigint_waits_until_the_block_ends_then_interrupts(capsys):
     done = []
     with pytest.raises(KeyboardInterrupt):
