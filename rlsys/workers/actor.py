@@ -79,12 +79,6 @@ class ActorWorker(Worker, PolicyModelMixin):
             stats["actor/kl_loss"] = kl.item()
         return loss, stats
 
-    @staticmethod
-    def micro_batch_weight(micro: DataProto, mini: DataProto, loss_agg_mode: str) -> float:
-        """Share of the mini-batch's loss that a micro-batch carries, so that the accumulated
-        gradient equals the mini-batch's: tokens for token-mean, sequences for the seq-mean modes."""
-        return micro_batch_weight(micro.batch["response_mask"], mini.batch["response_mask"], loss_agg_mode)
-
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict:
         cfg = self.config.actor
@@ -101,7 +95,8 @@ class ActorWorker(Worker, PolicyModelMixin):
                 for rows in parts:
                     micro = mini[rows]
                     loss, stats = self._micro_loss(micro, response_length)
-                    (loss * self.micro_batch_weight(micro, mini, cfg.loss_agg_mode)).backward()
+                    weight = micro_batch_weight(micro.batch["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
+                    (loss * weight).backward()
                     num_computed += stats.pop("num_computed_tokens")
                     num_real += int(micro.batch["attention_mask"].sum())
                     for k, v in stats.items():

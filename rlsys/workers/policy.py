@@ -15,10 +15,6 @@ from rlsys.workers.lm_head import ResponseScorer
 from rlsys.workers.micro_batches import micro_partitions, pack_micro_batch, unpack_response
 
 
-def model_inputs(batch):
-    return batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-
-
 class PolicyModelMixin:
     """Shared model setup for roles that hold a causal LM (actor and reference)."""
 
@@ -66,11 +62,11 @@ class PolicyModelMixin:
         entropy = torch.zeros_like(log_probs) if with_entropy else None
         for rows in micro_partitions(batch["attention_mask"], micro_cfg.micro_batch_size_per_rank,
                                      micro_cfg.max_tokens_per_micro_batch):
-            index = torch.tensor(rows, device=self.device)
-            lp, ent, _ = self._score_micro(batch[index], response_length, with_entropy)
-            log_probs[index.cpu()] = lp.cpu()
+            index = torch.tensor(rows)
+            lp, ent, _ = self._score_micro(batch[index.to(self.device)], response_length, with_entropy)
+            log_probs[index] = lp.cpu()
             if with_entropy:
-                entropy[index.cpu()] = ent.cpu()
+                entropy[index] = ent.cpu()
         tensors = {key: log_probs}
         if with_entropy:
             tensors["entropys"] = entropy
