@@ -5,6 +5,8 @@
 #   bash scripts/gpu_acceptance.sh tests     # weight-sync tests on CUDA in bf16 + trainer colocate/sleep
 #   bash scripts/gpu_acceptance.sh grpo05 colocate|split   # GRPO 5 steps, Qwen2.5-0.5B shape
 #   bash scripts/gpu_acceptance.sh bench cuda_ipc|nccl|all # bench_weight_sync, 0.5B and 7B shapes
+#   bash scripts/gpu_acceptance.sh trainer_test  # the GPU-marked actor and trainer tests
+#   bash scripts/gpu_acceptance.sh bench15 before|after  # issue 11, 5b: 1.5B shape (OLD=.bench_old checkout)
 #   bash scripts/gpu_acceptance.sh base100m  # issue 11, 5a: warm up arith-100m on cuda into /tmp/arith100m (~2 min)
 #   bash scripts/gpu_acceptance.sh learn     # issue 11, 5a: GRPO on it, lr 1e-5; prints val/score per validation
 # base100m and learn are two calls so that learn gets a whole device command (10 min); learn
@@ -19,9 +21,9 @@ case "$1" in
     RLSYS_TEST_DTYPE=bfloat16 timeout 400 python3 -m pytest -q -s -p no:cacheprovider \
       tests/integration/test_vllm_weight_sync.py -k "${K:-not gloo_failed_peer}" > "$OUT/tests_bf16.log" 2>&1
     grep -E "^\[|passed|failed|^FAILED|^E " "$OUT/tests_bf16.log" | tail -40 ;;
-  trainer_test)
-    timeout 300 python3 -m pytest -q -s -p no:cacheprovider tests/integration/test_recipes.py \
-      -k "gpu_with_sleep" > "$OUT/trainer_test.log" 2>&1
+  trainer_test)  # the GPU-marked trainer tests: CUDA defaults (fp32 masters, bf16 casts), colocate + sleep
+    timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -s -p no:cacheprovider -m gpu \
+      tests/unit/workers/test_actor_invariance.py tests/integration/test_recipes.py > "$OUT/trainer_test.log" 2>&1
     grep -E "^\[|passed|failed|^FAILED|^E " "$OUT/trainer_test.log" | tail -20 ;;
   grpo05)
     [ -d /tmp/q05 ] || python3 scripts/make_tiny_model.py --random --shape qwen2.5-0.5b --dtype bfloat16 --out /tmp/q05 | tail -1
@@ -53,8 +55,9 @@ PY
     # 128 prompts x 8 samples = 1024 sequences per step, 8 AdamW steps of 128 (one micro-batch each).
     timeout ${RUN_TIMEOUT:-540} python3 -m rlsys.main +recipe=grpo model.path="$BASE" actor.optim.lr=1e-5 \
       rollout.enforce_eager=false data.train_batch_size=128 rollout.n=8 actor.ppo_mini_batch_size=128 \
-      actor.micro_batch_size_per_rank=128 data.val_size=512 trainer.total_steps=${STEPS:-200} \
-      trainer.test_freq=${TEST_FREQ:-5} hydra.run.dir="$OUT/learn" ${EXTRA:-} > "$OUT/learn.log" 2>&1
+      actor.micro_batch_size_per_rank=128 actor.max_tokens_per_micro_batch=16384 \
+      ref.max_tokens_per_micro_batch=32768 weight_sync.verify=true data.val_size=512 trainer.total_steps=${STEPS:-200} \
+      trainer.test_freq=${TEST_FREQ:-5} trainer.save_freq=-1 hydra.run.dir="$OUT/learn" ${EXTRA:-} > "$OUT/learn.log" 2>&1
     echo "exit $? (124: stopped by RUN_TIMEOUT, metrics so far below)"
     grep -v "WorkerDict\|EngineCore\|Worker pid" "$OUT/learn.log" | grep -E "Error|error|derived|dtype" | tail -8
     python3 - "$OUT/learn/metrics.jsonl" <<'PY'
@@ -69,6 +72,19 @@ for line in open(sys.argv[1]):
               f"gain {r['val/score'] - first:+.3f}  train score {r.get('critic/score/mean', float('nan')):.3f}")
 PY
     ;;
+  bench15)  # issue 11, 5b: 1.5B shape, 64 x 8, <= 1024 tokens: bench15 before|after (one device call each)
+    OLD=${OLD:-.bench_old}  # "before": a checkout of the commit before issue 11 (git archive 662193c)
+    common="--device cuda --shape qwen2.5-1.5b --prompts 64 --samples 8 --max-response-length 1024 \
+      --mean-response-length ${MEAN:-170} --steps ${STEPS:-4} --timeout-s ${RUN_TIMEOUT:-480}"
+    if [ "$2" = before ]; then
+      timeout 560 python3 scripts/bench_train_step.py $common --rlsys-root "$OLD" --row "fixed:" \
+        --out "$OUT/bench15_before.json" > "$OUT/bench15_before.log" 2>&1
+    else
+      timeout 560 python3 scripts/bench_train_step.py $common \
+        --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768}" \
+        --out "$OUT/bench15_after.json" > "$OUT/bench15_after.log" 2>&1
+    fi
+    echo "exit $?"; grep -A6 "^| config" "$OUT/bench15_$2.log"; tail -4 "$OUT/bench15_$2.log" ;;
   bench)
     timeout 540 python3 scripts/bench_weight_sync.py --shape qwen2.5-0.5b,qwen2.5-7b --transport "$2" \
       --repeats 3 --out "$OUT/bench_$2.json" 2>&1 | grep -v "WARNING\|INFO" | tail -30 ;;
