@@ -163,6 +163,10 @@ class RolloutWorker(Worker):
         """Wake the given tags that are asleep, in vLLM's order (weights before KV cache)."""
         todo = [t for t in self.SLEEP_TAGS if t in tags and t in self.asleep]
         if todo:
+            # The colocated actor shares this process: hand its cached (freed) blocks back to
+            # the driver first, or vLLM cannot map the KV cache after a big update (OOM in wake_up).
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             self.engine.wake_up(tags=todo)
             self.asleep -= set(todo)
 
