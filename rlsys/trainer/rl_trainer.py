@@ -138,38 +138,50 @@ class RLTrainer:
 
     # ---- loop ---------------------------------------------------------------------------
     def step_once(self) -> dict:
-        cfg, roles, timer = self.config, self.roles, PhaseTimer()
+        timer = PhaseTimer()
         with timer.phase("step"):
             prompts = self.train_loader.next_batch()
             self.log_batch_uids(prompts)
             time.sleep(float(os.environ.get("RLSYS_TEST_STEP_SLEEP_S", "0")))  # test-only: widen the step for kill tests
             with timer.phase("gen"):
                 batch = self.generate(prompts, validate=False, step=self.step)
-            with timer.phase("reward"):
-                batch = batch.union(roles.reward.compute_score(batch))
-                check_reward_errors(batch, cfg.reward, self.step)  # too many failed samples stop the run
-            role_metrics = self.run_custom_roles(batch, timer)
-            batch = self.balance(batch)
-            ref_call = self.start_ref_log_probs(batch, timer)  # runs beside the old log-probs
-            batch, gap_metrics = self.old_log_probs(batch, timer)
-            role_metrics.update(gap_metrics)
-            if ref_call is not None:
-                batch = batch.union(ref_call.result())
-            if roles.critic is not None:
-                with timer.phase("values"):
-                    batch = batch.union(roles.critic.compute_values(batch))
-            with timer.phase("adv"):
-                batch, metrics = compute_advantage_phase(batch, cfg.algorithm, self.kl_ctrl)
-            metrics.update(role_metrics)
-            if roles.critic is not None:
-                with timer.phase("update_critic"):
-                    metrics.update(mean_of_rank_metrics(roles.critic.update_critic(batch)))
-            with timer.phase("update_actor"):
-                metrics.update(self.update_actor(batch))
+            batch, metrics = self.learn(batch, timer)
             with timer.phase("sync_weights"):
                 metrics.update(self.weight_sync.sync())
-            if cfg.algorithm.use_kl_in_reward and "actor/reward_kl_penalty" in metrics:
-                self.kl_ctrl.update(metrics["actor/reward_kl_penalty"], n_steps=self.shapes.prompts_per_step)
+        return self.step_metrics(batch, metrics, timer)
+
+    def learn(self, batch: DataProto, timer: PhaseTimer) -> tuple[DataProto, dict]:
+        """Every phase from reward to the actor update on one generated batch (shared by the
+        synchronous loop here and the asynchronous one in rlsys/trainer/async_trainer.py)."""
+        cfg, roles = self.config, self.roles
+        with timer.phase("reward"):
+            batch = batch.union(roles.reward.compute_score(batch))
+            check_reward_errors(batch, cfg.reward, self.step)  # too many failed samples stop the run
+        role_metrics = self.run_custom_roles(batch, timer)
+        batch = self.balance(batch)
+        ref_call = self.start_ref_log_probs(batch, timer)  # runs beside the old log-probs
+        batch, gap_metrics = self.old_log_probs(batch, timer)
+        role_metrics.update(gap_metrics)
+        if ref_call is not None:
+            batch = batch.union(ref_call.result())
+        if roles.critic is not None:
+            with timer.phase("values"):
+                batch = batch.union(roles.critic.compute_values(batch))
+        with timer.phase("adv"):
+            batch, metrics = compute_advantage_phase(batch, cfg.algorithm, self.kl_ctrl)
+        metrics.update(role_metrics)
+        if roles.critic is not None:
+            with timer.phase("update_critic"):
+                metrics.update(mean_of_rank_metrics(roles.critic.update_critic(batch)))
+        with timer.phase("update_actor"):
+            metrics.update(self.update_actor(batch))
+        if cfg.algorithm.use_kl_in_reward and "actor/reward_kl_penalty" in metrics:
+            self.kl_ctrl.update(metrics["actor/reward_kl_penalty"], n_steps=self.shapes.prompts_per_step)
+        return batch, metrics
+
+    def step_metrics(self, batch: DataProto, metrics: dict, timer: PhaseTimer) -> dict:
+        """Data, timing and throughput metrics of a finished step."""
+        roles = self.roles
         metrics.update(compute_data_metrics(batch, use_critic=roles.critic is not None))
         metrics.update(timer.metrics())
         num_tokens = int(batch.batch["attention_mask"].sum())
