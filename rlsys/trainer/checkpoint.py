@@ -7,14 +7,17 @@
         critic/               as actor/, without hf/ (when the run has a critic)
         trainer_state.json    step, dataloader position, KL coefficient, validation history
         rng_state.pt          the driver's python / numpy / torch RNG states
-        COMPLETE              written last
+        COMPLETE              step number
+        MANIFEST.json         files, sizes, SHA-256 checksums (rlsys.trainer.manifest), written last
 
 A save writes into `<ckpt_root>/.tmp_global_step_<N>` and renames it into place, so a kill
 mid-save leaves the previous checkpoint whole; `.tmp_*` leftovers are deleted at the next
 start. A SIGINT or SIGTERM during a save is held until the save is complete (at most
 `SIGNAL_DEFER_MAX_S`; a second one stops at once), then handled. `trainer.resume`: `auto`
 continues from the newest complete checkpoint (fresh start if none), `disable` starts fresh,
-anything else is the path of one `global_step_<N>` directory. The worker-side writers live in `rlsys.workers.checkpoint_io`; `CheckpointManager` runs on
+anything else is the path of one `global_step_<N>` directory. Every checkpoint is verified
+against its manifest before it is loaded: `auto` skips one that does not verify (printing which
+and why) and takes the next newest, an explicit path that does not verify fails naming the file. The worker-side writers live in `rlsys.workers.checkpoint_io`; `CheckpointManager` runs on
 the driver.
 """
 
@@ -32,6 +35,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from rlsys.trainer.manifest import CheckpointCorruptError, verify_manifest, write_manifest
 from rlsys.trainer.signals import deferred_signals
 
 STEP_PREFIX = "global_step_"
@@ -122,6 +126,7 @@ class CheckpointManager:
             self.roles.critic.save_checkpoint(str(tmp / "critic"))
         self._save_driver_state(tmp, step)
         _write_file(tmp / COMPLETE_MARKER, f"{step}\n".encode())
+        write_manifest(tmp)  # last: a checkpoint whose files do not match it is never loaded
         final = self._publish(tmp, self.root / f"{STEP_PREFIX}{step}")
         self.prune()
         return final
@@ -172,13 +177,27 @@ class CheckpointManager:
         if mode == "disable":
             return None
         if mode == "auto":
-            found = complete_checkpoints(self.root)
-            return found[-1][1] if found else None
+            return self.newest_verified()
         path = Path(mode)
         if not (path / COMPLETE_MARKER).exists() or checkpoint_step(path) is None:
             raise ValueError(f"trainer.resume={mode!r} is not a complete checkpoint directory "
                              f"(expected .../{STEP_PREFIX}<N> containing {COMPLETE_MARKER})")
+        try:
+            verify_manifest(path)
+        except CheckpointCorruptError as exc:
+            raise CheckpointCorruptError(exc.checkpoint, exc.file, f"{exc.reason} (trainer.resume={mode})") from None
         return path
+
+    def newest_verified(self) -> Optional[Path]:
+        """The newest complete checkpoint that verifies against its manifest; each newer one that
+        does not is skipped with a line naming it, the file and the reason."""
+        for _, path in reversed(complete_checkpoints(self.root)):
+            try:
+                verify_manifest(path)
+                return path
+            except CheckpointCorruptError as exc:
+                print(f"rlsys: resume=auto skips {path}: {exc.file}: {exc.reason}", flush=True)
+        return None
 
     def resume(self) -> int:
         """Load the checkpoint `trainer.resume` picks and return its step (0 when starting fresh).

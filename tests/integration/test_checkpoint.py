@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rlsys.trainer.manifest import verify_manifest
 from tests.integration.test_recipes import read_metrics, run_main
 
 pytestmark = pytest.mark.slow
@@ -129,8 +130,19 @@ def test_crash_during_save_keeps_previous_checkpoint_and_resume_skips_partial_on
     assert batch_uids(run_dir) == {step: crashed_uids[step] for step in (1, 2, 3, 4)}
     assert [r["step"] for r in read_metrics(run_dir) if r["step"] > 2][-2:] == [3, 4]
 
-    proc = run_main(run_dir, *GRPO, "trainer.total_steps=4", f"trainer.resume={ckpts / '.tmp_global_step_4'}")
-    assert proc.returncode != 0 and "trainer.resume=" in proc.stderr
+    # Issue 15.3: a corrupted newest checkpoint (truncated DCP shard; the other three measured
+    # corruptions are unit-tested in tests/unit/trainer/test_manifest.py). An explicit path fails
+    # naming the file; resume=auto skips it with a line saying why and resumes from the one before.
+    shard = ckpts / "global_step_4" / "actor" / "dcp" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    proc = run_main(run_dir, *GRPO, "trainer.total_steps=4", f"trainer.resume={ckpts / 'global_step_4'}")
+    assert proc.returncode != 0
+    assert "actor/dcp/__0_0.distcp" in proc.stderr and f"trainer.resume={ckpts / 'global_step_4'}" in proc.stderr
+    proc = run_main(run_dir, *GRPO, "trainer.total_steps=4", "trainer.test_freq=0")
+    assert proc.returncode == 0
+    assert f"rlsys: resume=auto skips {ckpts / 'global_step_4'}: actor/dcp/__0_0.distcp: size 1000 bytes" in proc.stdout
+    assert f"resumed from {ckpts / 'global_step_2'} (step 2)" in proc.stdout
+    verify_manifest(ckpts / "global_step_4")  # saved again, whole
 
 
 VLLM_SCRIPT = """
