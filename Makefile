@@ -11,7 +11,7 @@ run: setup
 	$(PY) -m rlsys.main +recipe=ppo $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q -ra $(ARGS)
+	$(PY) -m pytest -q -ra --durations=40 $(ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slow" $(ARGS)
