@@ -52,6 +52,12 @@ def check_config(config, cuda_available: bool) -> None:
     if algo.rollout_correction.tis_cap is not None and not algo.rollout_correction.tis_cap > 0:
         raise ValueError(f"algorithm.rollout_correction.tis_cap={algo.rollout_correction.tis_cap} must be "
                          "positive (or null for off)")
+    if trainer.max_staleness > 0 and config.placement != "split":
+        raise ValueError(
+            f"trainer.max_staleness={trainer.max_staleness} overlaps generation with training, which needs "
+            f"the rollout engines on devices of their own: set placement=split (got placement={config.placement}), "
+            "or trainer.max_staleness=0"
+        )
     if config.data.max_prompt_length + config.data.max_response_length > rollout.max_model_len:
         raise ValueError(
             f"data.max_prompt_length + data.max_response_length = "

@@ -111,6 +111,7 @@ RANGES: dict[str, Range] = {
     "trainer.worker_timeout_s": POSITIVE,
     "trainer.save_freq": Range(low=-1),  # <= 0: never (-1 is the default)
     "trainer.max_ckpt_to_keep": OPTIONAL_POSITIVE_INT,
+    "trainer.max_staleness": NON_NEGATIVE,  # 0: synchronous
 }
 
 # Numeric keys with no range beyond being finite, and why.

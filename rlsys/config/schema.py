@@ -181,6 +181,9 @@ class TrainerConfig:
     max_ckpt_to_keep: Optional[int] = None  # null: keep all
     resume: str = "auto"  # auto (newest complete checkpoint, if any) | disable | a global_step_<N> directory
     default_local_dir: Optional[str] = None  # null: <run_dir>/checkpoints
+    # Asynchronous RL (rlsys/trainer/async_trainer.py, docs/async.md): a trained sample's weights
+    # are at most max_staleness actor updates old; 0 = the synchronous loop; >= 1 needs placement=split.
+    max_staleness: int = 0
 
 
 @dataclass

@@ -147,6 +147,19 @@ class RolloutWorker(Worker):
         result = DataProto.from_dict(out)
         return result[: len(result) - padded * (len(result) // len(prompts))] if padded else result
 
+    @register(dispatch_mode={"dispatch_fn": dispatch_to_engines, "collect_fn": collect_from_engines},
+              blocking=False)
+    def generate_sequences_async(self, prompts: DataProto) -> DataProto | None:
+        """`generate_sequences`, but the group call returns one Ray ref per rank at once
+        (trainer.max_staleness >= 1: rlsys/trainer/async_trainer.py collects them); the output's
+        meta_info `rlsys_generate_end_s` (time.time()) is when this engine finished."""
+        import time
+
+        out = self.generate_sequences(prompts)
+        if out is not None:
+            out.meta_info["rlsys_generate_end_s"] = time.time()
+        return out
+
     # ---- sleep mode (GPU colocate): free the KV cache while the actor trains ------------
     # vLLM 0.26's wake_up remaps every tag it is given, awake or not (0.32 checks); waking "weights" twice
     # (once for a sync, again before generating) fails inside the CUDA driver (cuMemMap on

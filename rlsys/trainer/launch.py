@@ -80,6 +80,9 @@ def launch(config, run_dir: Path) -> dict:
                           config.trainer.seed)
     val_batch = tokenize_prompts(val_rows, tokenizer, config.data.max_prompt_length)
 
+    from rlsys.trainer.async_trainer import AsyncRLTrainer, apply_async_defaults
+
+    apply_async_defaults(config)  # trainer.max_staleness >= 1: truncated IS on unless set
     _start_ray(config, use_gpu)
     try:
         roles = build_role_groups(config, model_path, use_gpu, needs_reference(config), needs_critic(config))
@@ -89,7 +92,8 @@ def launch(config, run_dir: Path) -> dict:
         roles.rollout.init_engine(roles.rollout.accelerator_ids())
         weight_sync = WeightSyncDriver(config, roles, "cuda" if use_gpu else "cpu")
         checkpoints = CheckpointManager.from_config(config, run_dir, roles, loader, weight_sync)
-        trainer = RLTrainer(config, roles, loader, val_batch, shapes, run_dir, weight_sync, checkpoints)
+        trainer_cls = AsyncRLTrainer if config.trainer.max_staleness > 0 else RLTrainer
+        trainer = trainer_cls(config, roles, loader, val_batch, shapes, run_dir, weight_sync, checkpoints)
         checkpoints.attach(trainer)
         return trainer.fit()
     finally:
