@@ -52,8 +52,10 @@ def test_colocate_and_split_give_identical_greedy_outputs_after_training(tmp_pat
     outputs, summaries = {}, {}
     for placement in ("colocate", "split"):
         run_dir = tmp_path / placement
+        # trainer.max_staleness=0 (issue 13) is the synchronous loop, in both placements
         proc = run_main(run_dir, "+recipe=grpo", f"placement={placement}", "trainer.total_steps=2",
-                        "trainer.test_freq=2", "weight_sync.verify=true", "actor.optim.lr=1e-3")
+                        "trainer.test_freq=2", "weight_sync.verify=true", "actor.optim.lr=1e-3",
+                        "trainer.max_staleness=0")
         assert proc.returncode == 0
         outputs[placement] = [json.loads(l) for l in (run_dir / "val_generations.jsonl").read_text().splitlines()]
         assert all(r["step"] == 2 for r in outputs[placement])
