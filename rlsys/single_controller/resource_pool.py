@@ -7,6 +7,8 @@ A bundle is {"CPU": num_cpus_per_worker, "GPU": 1} (no GPU key with use_gpu=Fals
 1/k of the bundle's GPU and CPU, so k groups fit exactly. CPU shares may be fractional
 (Ray accepts e.g. num_cpus=0.25), which is how 4+ workers fit on a 2-core machine.
 Placement groups are created on first use and must become ready within `pg_timeout_s`.
+`distinct_nodes=True` pins each placement group to a different alive node (rlsys.single_controller
+.nodes.pick_nodes), so `[4, 4]` means four workers on each of two nodes, never eight on one.
 
 The pool counts the worker groups placed on it: a group beyond `max_colocate_count` fails at
 once with ResourcePoolExhaustedError (bundles asked, bundles free, who holds them) instead of
@@ -28,7 +30,7 @@ class ResourcePoolExhaustedError(RuntimeError):
 class RayResourcePool:
     def __init__(self, process_on_nodes: list[int], use_gpu: bool = True, max_colocate_count: int = 1,
                  name_prefix: Optional[str] = None, num_cpus_per_worker: float = 1,
-                 pg_timeout_s: float = 120.0, detached: bool = False):
+                 pg_timeout_s: float = 120.0, detached: bool = False, distinct_nodes: bool = False):
         if not process_on_nodes or any(int(n) != n or n <= 0 for n in process_on_nodes):
             raise ValueError(f"process_on_nodes={process_on_nodes}: need a positive process count per node")
         if int(max_colocate_count) != max_colocate_count or max_colocate_count < 1:
@@ -42,6 +44,7 @@ class RayResourcePool:
         self.num_cpus_per_worker = num_cpus_per_worker
         self.pg_timeout_s = pg_timeout_s
         self.detached = detached
+        self.distinct_nodes = distinct_nodes
         self._pgs: Optional[list] = None
         self._holders: list[str] = []  # worker groups placed on this pool, in creation order
 
@@ -90,8 +93,9 @@ class RayResourcePool:
         from ray.util.placement_group import placement_group, remove_placement_group
 
         lifetime = "detached" if self.detached else None
+        selectors = self._node_selectors()
         pgs = [placement_group([self.bundle()] * n, strategy="STRICT_PACK", name=f"{self.name_prefix}_pg_{i}",
-                               lifetime=lifetime)
+                               lifetime=lifetime, bundle_label_selector=selectors[i])
                for i, n in enumerate(self.process_on_nodes)]
         ready, _ = ray.wait([pg.ready() for pg in pgs], num_returns=len(pgs), timeout=self.pg_timeout_s)
         if len(ready) != len(pgs):
@@ -104,6 +108,22 @@ class RayResourcePool:
             )
         self._pgs = pgs
         return pgs
+
+    def _node_selectors(self) -> list:
+        """Per placement group: a label selector pinning its bundles to one node, or None."""
+        if not self.distinct_nodes:
+            return [None] * len(self.process_on_nodes)
+        from rlsys.single_controller.nodes import NODE_ID_LABEL, pick_nodes
+
+        need = {key: amount * max(self.process_on_nodes) for key, amount in self.bundle().items()}
+        nodes = pick_nodes(len(self.process_on_nodes), need, f"resource pool {self.name_prefix!r}")
+        return [[{NODE_ID_LABEL: node}] * n for node, n in zip(nodes, self.process_on_nodes)]
+
+    def rank_nodes(self) -> list:
+        """Where each rank's bundle is (RankNode per rank, rank order), once the groups are ready."""
+        from rlsys.single_controller.nodes import bundle_nodes
+
+        return [where for pg in self.get_placement_groups() for where in bundle_nodes(pg)]
 
     def remove_placement_groups(self) -> None:
         """Release the reserved resources (kill the pool's worker groups first)."""

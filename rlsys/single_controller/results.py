@@ -8,7 +8,9 @@ died is reported even while its peers are blocked (e.g. in a collective waiting 
                                "worker group 'g', method 'm', rank r: <Type>: <message>" on one
                                line, and chained to Ray's RayTaskError (the remote traceback);
   - a dead worker process   -> WorkerDiedError naming group, method and rank;
-  - no result in `timeout_s` -> TimeoutError naming the ranks still running.
+  - no result in `timeout_s` -> TimeoutError naming the ranks still running;
+  - any of these while a node of the group is dead (given `rank_nodes`) -> NodeDiedError
+                               naming the node and the group's ranks on it (nodes.py).
 """
 
 from __future__ import annotations
@@ -92,8 +94,26 @@ def translate_ray_error(exc: BaseException, where: str) -> BaseException:
     return exc
 
 
-def get_by_rank(refs: list, ranks: list[int], where: str, timeout_s: Optional[float] = None) -> list:
-    """ray.get every ref (rank `ranks[i]` for `refs[i]`), outputs in the order of `refs`."""
+def get_by_rank(refs: list, ranks: list[int], where: str, timeout_s: Optional[float] = None,
+                rank_nodes: Optional[list] = None) -> list:
+    """ray.get every ref (rank `ranks[i]` for `refs[i]`), outputs in the order of `refs`.
+
+    `rank_nodes` (RankNode per rank of the group) turns a failure during a node's death into
+    a NodeDiedError naming that node and its ranks."""
+    try:
+        return _get_by_rank(refs, ranks, where, timeout_s)
+    except Exception as exc:
+        if not rank_nodes:
+            raise
+        from rlsys.single_controller.nodes import node_death_error
+
+        died = node_death_error(rank_nodes, where, exc)
+        if died is None:
+            raise
+        raise died from exc
+
+
+def _get_by_rank(refs: list, ranks: list[int], where: str, timeout_s: Optional[float]) -> list:
     import ray
 
     position = {ref: i for i, ref in enumerate(refs)}

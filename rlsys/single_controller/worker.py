@@ -79,11 +79,11 @@ class Worker:
         return os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
 
     def get_process_info(self) -> dict:
-        """pid, rank, node IP and the GPU ids Ray gave this process (for the group and tests)."""
+        """pid, rank, node IP, Ray node id and the GPU ids Ray gave this process (for the group and tests)."""
         import ray
 
         return {"pid": os.getpid(), "rank": self.rank, "node_ip": node_ip_address(),
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+                "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
     # ---- verl's mesh registration and function-running group methods --------------------
     def _mesh_info(self) -> tuple[dict, dict]:

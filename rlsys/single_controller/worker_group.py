@@ -83,12 +83,13 @@ class RayClassWithInitArgs:
 class _GroupDataProtoFuture(DataProtoFuture):
     """A DataProtoFuture whose get() reports failures like a blocking call (rank named)."""
 
-    def __init__(self, collect_fn, futures, ranks, where, timeout_s):
+    def __init__(self, collect_fn, futures, ranks, where, timeout_s, rank_nodes=None):
         super().__init__(collect_fn=collect_fn, futures=futures)
-        self._ranks, self._where, self._timeout_s = ranks, where, timeout_s
+        self._ranks, self._where, self._timeout_s, self._rank_nodes = ranks, where, timeout_s, rank_nodes
 
     def get(self, timeout: Optional[float] = None) -> Any:
-        outputs = get_by_rank(self.futures, self._ranks, self._where, timeout if timeout is not None else self._timeout_s)
+        outputs = get_by_rank(self.futures, self._ranks, self._where, timeout if timeout is not None else self._timeout_s,
+                              rank_nodes=self._rank_nodes)
         output = self.collect_fn(outputs)
         return self.dispatch_fn(output) if self.dispatch_fn is not None else output
 
@@ -106,6 +107,8 @@ def _group_method(name: str, attrs: dict, fn):
 
 
 class RayWorkerGroup:
+    rank_nodes: Optional[list] = None  # RankNode per rank (pool-made groups): failures name a dead node
+
     def __init__(self, resource_pool: Optional[RayResourcePool] = None,
                  ray_cls_with_init: Optional[RayClassWithInitArgs] = None, name_prefix: Optional[str] = None,
                  call_timeout_s: Optional[float] = None, create_timeout_s: float = 300.0, *,
@@ -146,6 +149,7 @@ class RayWorkerGroup:
         except BaseException:
             resource_pool.release(prefix)
             raise
+        self.rank_nodes = resource_pool.rank_nodes()
         self._setup(workers, bind_cls, prefix, "", call_timeout_s)
 
     @classmethod
@@ -258,9 +262,9 @@ class RayWorkerGroup:
             collect = functools.partial(_collect, collect_fn, self, pad_size)
         if not blocking:
             if (mode in AUTO_PAD_MODES or padded_by_dispatch) and execute_mode is Execute.ALL:
-                return _GroupDataProtoFuture(collect, refs, ranks, where, self.call_timeout_s)
+                return _GroupDataProtoFuture(collect, refs, ranks, where, self.call_timeout_s, self.rank_nodes)
             return refs
-        return collect(get_by_rank(refs, ranks, where, self.call_timeout_s))
+        return collect(get_by_rank(refs, ranks, where, self.call_timeout_s, rank_nodes=self.rank_nodes))
 
     @staticmethod
     def _check_per_rank(where: str, ranks: list[int], per_rank_args, per_rank_kwargs) -> None:
@@ -291,7 +295,8 @@ class RayWorkerGroup:
     def execute_all_sync(self, method_name: str, *args, **kwargs) -> list:
         """`execute_all_async`, waited for: the results in rank order (failures name the rank)."""
         refs = self.execute_all_async(method_name, *args, **kwargs)
-        return get_by_rank(refs, list(range(self.world_size)), self._where(method_name), self.call_timeout_s)
+        return get_by_rank(refs, list(range(self.world_size)), self._where(method_name), self.call_timeout_s,
+                           rank_nodes=self.rank_nodes)
 
     def execute_rank_zero_async(self, method_name: str, *args, **kwargs):
         """Call `method_name` on rank 0 with the arguments as given; one ObjectRef."""
@@ -303,7 +308,7 @@ class RayWorkerGroup:
 
     def execute_rank_zero_sync(self, method_name: str, *args, **kwargs) -> Any:
         ref = self.execute_rank_zero_async(method_name, *args, **kwargs)
-        return get_by_rank([ref], [0], self._where(method_name), self.call_timeout_s)[0]
+        return get_by_rank([ref], [0], self._where(method_name), self.call_timeout_s, rank_nodes=self.rank_nodes)[0]
 
     # ---- colocated roles and teardown ---------------------------------------------------
     def spawn(self, prefix_set) -> dict[str, "RayWorkerGroup"]:
@@ -319,6 +324,7 @@ class RayWorkerGroup:
             view.resource_pool, view.ray_cls_with_init = self.resource_pool, self.ray_cls_with_init
             view.device_name, view.worker_env, view.detached = self.device_name, self.worker_env, self.detached
             view._worker_names, view._pool_claim = self._worker_names, self._pool_claim
+            view.rank_nodes = self.rank_nodes
             view._setup(self.workers, role_classes[role], f"{self.name_prefix}.{role}", f"{role}_",
                         self.call_timeout_s)
             views[role] = view

@@ -3,7 +3,9 @@
 `colocate`: one resource pool; actor, rollout (and reference, critic, reward) share each
 bundle as one `WorkerDict` process, so weights reach the engine through IPC handles (GPU)
 or shared memory (CPU). `split`: the rollout engines get a pool of their own and weights
-travel through an NCCL (GPU) or gloo (CPU) broadcast group.
+travel through an NCCL (GPU) or gloo (CPU) broadcast group. With `trainer.nnodes` > 1 every
+pool has one placement group per node, pinned to distinct nodes in the same order for every
+pool; ranks find each other by node IP (torch.distributed, weight-sync groups: docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -121,14 +123,16 @@ def build_role_groups(config, model_path: str, use_gpu: bool, needs_ref: bool, n
     train_ranks, rollout_ranks = check_placement(config, use_gpu)
     roles = _role_classes(config, model_path, needs_ref, needs_critic)
     nodes = config.trainer.nnodes
+    spread = nodes > 1  # placement group i of every pool pinned to node i (rank r on node r // per-node)
     if config.placement == "colocate":
-        pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="colocate")
+        pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="colocate", distinct_nodes=spread)
         views, wg = _spawn(config, pool, roles, "colocate")
         groups = [wg]
     else:
         rollout_role = {"rollout": roles.pop("rollout")}
-        train_pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="train")
-        rollout_pool = RayResourcePool([rollout_ranks] * nodes, use_gpu=use_gpu, name_prefix="rollout")
+        train_pool = RayResourcePool([train_ranks] * nodes, use_gpu=use_gpu, name_prefix="train", distinct_nodes=spread)
+        rollout_pool = RayResourcePool([rollout_ranks] * nodes, use_gpu=use_gpu, name_prefix="rollout",
+                                       distinct_nodes=spread)
         views, train_wg = _spawn(config, train_pool, roles, "train")
         rollout_views, rollout_wg = _spawn(config, rollout_pool, rollout_role, "rollout")
         views.update(rollout_views)
