@@ -174,7 +174,11 @@ class TrainerConfig:
     # "devices" are processes, so split works with n_devices_per_node=1 (one of each).
     rollout_devices_per_node: int = 1
     logger: list = field(default_factory=lambda: ["console", "jsonl"])
-    ray_num_cpus: Optional[int] = None
+    ray_num_cpus: Optional[int] = None  # a local Ray's CPUs (null: max(8, cores)); not with ray_address
+    # Join a running Ray cluster at this GCS address (host:port); null: RAY_ADDRESS if set, else a
+    # private local Ray; "local": a private local Ray even if RAY_ADDRESS is set (docs/cluster.md).
+    ray_address: Optional[str] = None
+    ray_working_dir: Optional[str] = None  # joining a cluster: a directory shipped to every node (Ray working_dir)
     worker_timeout_s: float = 600.0
     # Checkpoints (rlsys/trainer/checkpoint.py): every save_freq steps and at the last step; <= 0: never.
     save_freq: int = -1

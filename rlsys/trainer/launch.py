@@ -39,7 +39,7 @@ def derive_shapes(config, num_train_ranks: int):
 
 
 def _start_ray(config, use_gpu: bool) -> None:
-    import ray
+    from rlsys.trainer.cluster import start_ray
 
     # The working directory goes on the workers' path so user roles (roles.<name>._target_)
     # defined beside the run import in the worker processes too.
@@ -49,9 +49,8 @@ def _start_ray(config, use_gpu: bool) -> None:
                 "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS"):
         if key in os.environ:
             env[key] = os.environ[key]
-    num_cpus = config.trainer.ray_num_cpus or max(8, os.cpu_count() or 1)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": env}, log_to_driver=True)
+    # A private local Ray, or the cluster at trainer.ray_address / RAY_ADDRESS (rlsys/trainer/cluster.py)
+    start_ray(config, {"env_vars": env}, {"log_to_driver": True})
 
 
 def launch(config, run_dir: Path) -> dict:
@@ -59,6 +58,7 @@ def launch(config, run_dir: Path) -> dict:
 
     from rlsys.data.tasks import load_task_rows
     from rlsys.trainer.checkpoint import CheckpointManager
+    from rlsys.trainer.cluster import write_placement
     from rlsys.trainer.placement import build_role_groups, check_placement
     from rlsys.trainer.rl_trainer import RLTrainer
     from rlsys.trainer.sync import WeightSyncDriver
@@ -86,6 +86,7 @@ def launch(config, run_dir: Path) -> dict:
     _start_ray(config, use_gpu)
     try:
         roles = build_role_groups(config, model_path, use_gpu, needs_reference(config), needs_critic(config))
+        write_placement(roles.groups, run_dir)  # placement.json: each rank's node
         for group in (roles.actor, roles.reference, roles.critic):
             if group is not None:
                 group.init_model()
