@@ -174,6 +174,9 @@ class TrainerConfig:
     # "devices" are processes, so split works with n_devices_per_node=1 (one of each).
     rollout_devices_per_node: int = 1
     logger: list = field(default_factory=lambda: ["console", "jsonl"])
+    # info: the console shows rlsys's lines, vLLM/transformers/Ray output goes to <run_dir>/logs/;
+    # debug: all of it on the console too (rlsys/trainer/console.py)
+    log_level: str = "info"
     ray_num_cpus: Optional[int] = None  # a local Ray's CPUs (null: max(8, cores)); not with ray_address
     # Join a running Ray cluster at this GCS address (host:port); null: RAY_ADDRESS if set, else a
     # private local Ray; "local": a private local Ray even if RAY_ADDRESS is set (docs/cluster.md).

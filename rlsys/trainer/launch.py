@@ -38,7 +38,8 @@ def derive_shapes(config, num_train_ranks: int):
     return shapes
 
 
-def _start_ray(config, use_gpu: bool) -> None:
+def _start_ray(config, use_gpu: bool, run_dir: Path) -> None:
+    from rlsys.trainer import console
     from rlsys.trainer.cluster import start_ray
 
     # The working directory goes on the workers' path so user roles (roles.<name>._target_)
@@ -50,7 +51,8 @@ def _start_ray(config, use_gpu: bool) -> None:
         if key in os.environ:
             env[key] = os.environ[key]
     # A private local Ray, or the cluster at trainer.ray_address / RAY_ADDRESS (rlsys/trainer/cluster.py)
-    start_ray(config, {"env_vars": env}, {"log_to_driver": True})
+    start_ray(config, console.worker_runtime_env(config.trainer.log_level, run_dir, env),
+              console.ray_init_kwargs(config.trainer.log_level))  # workers log to run_dir/logs (issue 15.5)
 
 
 def launch(config, run_dir: Path) -> dict:
@@ -66,6 +68,9 @@ def launch(config, run_dir: Path) -> dict:
 
     cuda = torch.cuda.is_available()
     check_config(config, cuda)
+    from rlsys.trainer.console import setup_driver_console
+
+    setup_driver_console(config.trainer.log_level, run_dir)  # only rlsys's lines on the console
     use_gpu = config.trainer.device == "cuda" or (config.trainer.device == "auto" and cuda)
     train_ranks, _ = check_placement(config, use_gpu)
     shapes = derive_shapes(config, train_ranks * config.trainer.nnodes)
@@ -83,7 +88,7 @@ def launch(config, run_dir: Path) -> dict:
     from rlsys.trainer.async_trainer import AsyncRLTrainer, apply_async_defaults
 
     apply_async_defaults(config)  # trainer.max_staleness >= 1: truncated IS on unless set
-    _start_ray(config, use_gpu)
+    _start_ray(config, use_gpu, run_dir)
     try:
         roles = build_role_groups(config, model_path, use_gpu, needs_reference(config), needs_critic(config))
         write_placement(roles.groups, run_dir)  # placement.json: each rank's node

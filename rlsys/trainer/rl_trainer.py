@@ -58,13 +58,12 @@ class RLTrainer:
         return score
 
     def write_val_generations(self, step: int, batch: DataProto, scores) -> None:
-        """The latest validation's responses (token ids) and scores, one JSON row each."""
-        responses, mask = batch.batch["responses"], batch.batch["response_mask"]
-        with open(self.run_dir / "val_generations.jsonl", "w") as f:
-            for i in range(len(batch)):
-                row = {"step": step, "uid": str(batch.non_tensor_batch["uid"][i]),
-                       "response_ids": responses[i][mask[i].bool()].tolist(), "score": float(scores[i])}
-                f.write(json.dumps(row) + "\n")
+        """Every validation's prompts and responses (text and ids) and scores, appended (rlsys.trainer.generations)."""
+        from rlsys.trainer.generations import append_val_generations, load_tokenizer
+        from rlsys.trainer.launch import resolve_model_path
+
+        tokenizer = load_tokenizer(resolve_model_path(self.config))
+        append_val_generations(self.run_dir / "val_generations.jsonl", step, batch, scores, tokenizer)
 
     def log_batch_uids(self, prompts: DataProto) -> None:
         """Which prompts this step trains on (appended), so a resumed run can be checked against a straight one."""

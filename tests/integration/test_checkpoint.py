@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rlsys.trainer.generations import read_val_generations
 from rlsys.trainer.manifest import verify_manifest
 from tests.integration.test_recipes import read_metrics, run_main
 
@@ -67,7 +68,7 @@ def batch_uids(run_dir: Path) -> dict[int, list]:
 
 
 def val_responses(run_dir: Path) -> list[list[int]]:
-    return [json.loads(line)["response_ids"] for line in (run_dir / "val_generations.jsonl").read_text().splitlines()]
+    return [row["response_ids"] for row in read_val_generations(run_dir / "val_generations.jsonl")]  # last step's
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout_s: float = 300.0) -> None:
@@ -175,7 +176,7 @@ def test_hf_actor_dir_loads_in_transformers_and_vllm_and_keeps_only_newest(tmp_p
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), base.parameters()))  # trained weights
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     val_rows = make_arithmetic_dataset(128, seed=0, split="val")  # the run's val set (data.val_size=128)
-    generations = [json.loads(line) for line in (run_dir / "val_generations.jsonl").read_text().splitlines()][:8]
+    generations = read_val_generations(run_dir / "val_generations.jsonl", step=2)[:8]
     prompts = [tokenizer(val_rows[int(g["uid"][1:])]["prompt"], add_special_tokens=False)["input_ids"]
                for g in generations]
     hf_ids = []

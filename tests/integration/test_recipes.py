@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from rlsys.trainer.generations import read_val_generations
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +27,19 @@ def run_main(run_dir: Path, *overrides: str, timeout_s: int = 600) -> subprocess
     if proc.returncode != 0:
         print(proc.stdout[-4000:], proc.stderr[-8000:])
     return proc
+
+
+def assert_console_shows_rlsys_lines_only(proc: subprocess.CompletedProcess, run_dir: Path) -> None:
+    """Issue 15.5: the default console holds rlsys's lines; vLLM's and transformers' output and
+    Ray's worker prefixes are in run_dir/logs/, without vLLM's per-sync RotaryEmbedding warning."""
+    console = proc.stdout + proc.stderr
+    assert "derived batch shapes" in console and "val/score=" in console and "summary:" in console
+    for noise in ("(WorkerDict pid=", "pid=", " INFO ", "Loading weights", "RotaryEmbedding"):
+        assert noise not in console, noise
+    worker_logs = "".join(p.read_text() for p in (run_dir / "logs").glob("worker-*.log"))
+    assert "Initializing a V1 LLM engine" in worker_logs and "Loading weights" in worker_logs
+    assert "RotaryEmbedding: Failed to load weights" not in worker_logs
+    assert "Started a local Ray instance" in (run_dir / "logs" / "driver.log").read_text()
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -57,8 +72,11 @@ def test_colocate_and_split_give_identical_greedy_outputs_after_training(tmp_pat
                         "trainer.test_freq=2", "weight_sync.verify=true", "actor.optim.lr=1e-3",
                         "trainer.max_staleness=0")
         assert proc.returncode == 0
-        outputs[placement] = [json.loads(l) for l in (run_dir / "val_generations.jsonl").read_text().splitlines()]
-        assert all(r["step"] == 2 for r in outputs[placement])
+        assert_console_shows_rlsys_lines_only(proc, run_dir)
+        every_validation = [json.loads(l) for l in (run_dir / "val_generations.jsonl").read_text().splitlines()]
+        assert sorted({r["step"] for r in every_validation}) == [0, 2]  # appended, not overwritten (issue 15.5)
+        outputs[placement] = [r for r in every_validation if r["step"] == 2]
+        assert all(r["prompt"] and "=" in r["prompt"] and isinstance(r["response"], str) for r in outputs[placement])
         summaries[placement] = json.loads((run_dir / "summary.json").read_text())
     assert summaries["colocate"]["val_score_initial"] == summaries["split"]["val_score_initial"]
     assert [r["response_ids"] for r in outputs["colocate"]] == [r["response_ids"] for r in outputs["split"]]
@@ -130,5 +148,5 @@ def test_tensor_parallel_rollout_over_two_ranks_in_both_placements(tmp_path):
         assert proc.returncode == 0
         rows = [r for r in read_metrics(run_dir) if r["step"] > 0]
         assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["actor/pg_loss"]) for r in rows)
-        outputs[placement] = [json.loads(l)["response_ids"] for l in (run_dir / "val_generations.jsonl").read_text().splitlines()]
+        outputs[placement] = [r["response_ids"] for r in read_val_generations(run_dir / "val_generations.jsonl", step=2)]
     assert outputs["split"] == outputs["colocate"] and len(outputs["split"]) > 0
