@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from rlsys.rollout.engine_watch import EngineWatch, child_pids
 from rlsys.rollout.outputs import Sampling, pack_rollout
 from rlsys.weight_sync import EXTENSION_CLS
 
@@ -114,6 +115,7 @@ class VLLMEngine:
         kv_cache_space_gb: int = 1,
         logprobs_mode: str = "processed_logprobs",
         engine_kwargs: dict[str, Any] | None = None,
+        owner: str = "rollout",
     ):
         from vllm import LLM
 
@@ -128,6 +130,7 @@ class VLLMEngine:
             configure_cpu_env(kv_cache_space_gb, tensor_parallel_size)
         if enable_sleep_mode and not on_cuda:
             raise ValueError("rollout sleep mode (free_cache_engine) needs CUDA; vLLM ignores it on CPU")
+        children_before = child_pids()
         with keep_process_state():
             self.llm = LLM(
                 model=model_path,
@@ -142,6 +145,8 @@ class VLLMEngine:
                 worker_extension_cls=EXTENSION_CLS,
                 **engine_kwargs,
             )
+        # A dead engine-core process raises EngineDiedError naming `owner` (rlsys/rollout/engine_watch.py).
+        self.watch = EngineWatch.for_llm(self.llm, owner, children_before)
         self.max_model_len = max_model_len
         self.device_type = "cuda" if on_cuda else "cpu"
         tokenizer = self.llm.get_tokenizer()
@@ -160,7 +165,7 @@ class VLLMEngine:
         copies = settings.n if settings.greedy else 1
         requests = [{"prompt_token_ids": list(p)} for p in prompt_token_ids for _ in range(copies)]
         params = [to_sampling_params(settings, i // copies) for i in range(len(requests))]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        outputs = self.watch.call(self.llm.generate, requests, params, use_tqdm=False, what="generate")
         responses, log_probs = [], []
         for request in outputs:  # returned in input order, so prompt-major
             for completion in sorted(request.outputs, key=lambda c: c.index):
@@ -173,19 +178,19 @@ class VLLMEngine:
 
     def call_workers(self, method: str, *args: Any) -> list:
         """Run `method` (a WeightSyncExtension method) on every worker; one result per worker."""
-        return self.llm.collective_rpc(method, args=args)
+        return self.watch.call(self.llm.collective_rpc, method, args=args, what=f"collective_rpc {method}")
 
     def after_weight_sync(self) -> None:
         """Drop cached prefixes: their KV was computed with the old weights."""
-        self.llm.reset_prefix_cache()
+        self.watch.call(self.llm.reset_prefix_cache, what="reset_prefix_cache")
 
     def sleep(self, level: int = 1) -> None:
         from rlsys.weight_sync.cuda_ipc import sleep_engine
 
-        sleep_engine(self.llm, level)
+        self.watch.call(sleep_engine, self.llm, level, what="sleep")
 
     def wake_up(self, tags: list[str] | None = None) -> None:
-        self.llm.wake_up(tags=tags)
+        self.watch.call(self.llm.wake_up, tags=tags, what="wake_up")
 
     def shutdown(self) -> None:
         """Stop the engine-core process and free its memory."""

@@ -107,9 +107,17 @@ class RolloutWorker(Worker):
             tensor_parallel_size=self.tp_size, max_model_len=cfg.rollout.max_model_len,
             seed=cfg.trainer.seed + self.engine_index, enforce_eager=cfg.rollout.enforce_eager,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enable_sleep_mode=self.sleep_mode,
-            kv_cache_space_gb=cfg.rollout.kv_cache_space_gb,
+            kv_cache_space_gb=cfg.rollout.kv_cache_space_gb, owner=f"rollout rank {self.rank}",
         )
         self.release_memory()
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def shutdown_engine(self) -> None:
+        """Stop this rank's engine (its engine-core and worker processes, which unlink vLLM's
+        `psm_*` shared-memory queues); the driver calls it in every exit path before Ray stops."""
+        engine, self.engine = self.engine, None
+        if engine is not None and hasattr(engine, "shutdown"):
+            engine.shutdown()
 
     def _sampling(self, validate: bool) -> dict:
         r = self.config.rollout
