@@ -99,6 +99,19 @@ def _looks_like_peer_loss(exc: BaseException) -> bool:
     return any(isinstance(e, (RayActorError, TimeoutError)) for e in chain) or any(p in text for p in _PEER_LOSS)
 
 
+# Worker groups alive in this driver, by name: a node's death names every group's ranks on it.
+_GROUPS: dict[str, list] = {}
+
+
+def register_group(name: str, rank_nodes: list) -> None:
+    """Record a group's placement (the group's own list object: its role views share it)."""
+    _GROUPS[name] = rank_nodes
+
+
+def forget_group(name: str) -> None:
+    _GROUPS.pop(name, None)
+
+
 def node_death_error(rank_nodes: list, where: str, exc: BaseException,
                      grace_s: float = NODE_DEATH_GRACE_S) -> NodeDiedError | None:
     """A NodeDiedError naming each dead node of the group and its ranks, if any node is dead.
@@ -122,7 +135,11 @@ def node_death_error(rank_nodes: list, where: str, exc: BaseException,
     parts = []
     for node_id in sorted(dead):
         ranks = [r for r, n in enumerate(rank_nodes) if n.node_id == node_id]
-        parts.append(f"{rank_nodes[ranks[0]].describe()} died; ranks {ranks} of this group ran there")
+        others = {name: [r for r, n in enumerate(nodes) if n.node_id == node_id] for name, nodes in _GROUPS.items()}
+        elsewhere = ", ".join(f"{name!r} {ranks_there}" for name, ranks_there in others.items()
+                              if ranks_there and _GROUPS[name] is not rank_nodes)  # not the failing group
+        parts.append(f"{rank_nodes[ranks[0]].describe()} died; ranks {ranks} of this group ran there"
+                     + (f" (and ranks of other groups: {elsewhere})" if elsewhere else ""))
     first = str(exc).splitlines()[0] if str(exc) else ""
     return NodeDiedError(f"{where}: {'; '.join(parts)} (first error seen: {type(exc).__name__}: {first})")
 

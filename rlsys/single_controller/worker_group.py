@@ -30,6 +30,7 @@ from rlsys.single_controller.decorator import (
     AUTO_PAD_MODES, PADDING_SIZE_KEY, PROTO_INPUT_MODES, Dispatch, Execute, dispatch_one_to_all,
     prepare_proto_args, registered_methods, resolve_dispatch_mode, splits_across_ranks, unpad_output,
 )
+from rlsys.single_controller.nodes import forget_group, register_group
 from rlsys.single_controller.resource_pool import RayResourcePool
 from rlsys.single_controller.results import get_by_rank
 from rlsys.single_controller.worker import Worker
@@ -150,6 +151,7 @@ class RayWorkerGroup:
             resource_pool.release(prefix)
             raise
         self.rank_nodes = resource_pool.rank_nodes()
+        register_group(prefix, self.rank_nodes)  # a node's death then names this group's ranks too
         self._setup(workers, bind_cls, prefix, "", call_timeout_s)
 
     @classmethod
@@ -334,6 +336,7 @@ class RayWorkerGroup:
         """Kill this group's actors (views of a WorkerDict share them: one shutdown ends all)."""
         self._kill(self.workers)
         self.workers = []
+        forget_group(self.name_prefix)
         if self.resource_pool is not None and self._pool_claim is not None:
             self.resource_pool.release(self._pool_claim)
 

@@ -60,7 +60,8 @@ def start_ray(config, runtime_env: dict, init_kwargs: dict) -> None:
     address = ray_address(config)
     if address is None:
         num_cpus = config.trainer.ray_num_cpus or max(8, os.cpu_count() or 1)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
+        # address="local": never attach to a cluster that `ray start` on this machine left behind
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
                  runtime_env=runtime_env, **init_kwargs)
     else:
         ray.init(address=address, ignore_reinit_error=True, runtime_env=cluster_runtime_env(config, runtime_env),

@@ -82,8 +82,10 @@ def make_gloo_group(
     options._timeout = connect_timeout
     if host in ("127.0.0.1", "localhost"):
         options._devices = [dist.ProcessGroupGloo.create_device(hostname="127.0.0.1")]
-    else:
-        options._devices = [dist.ProcessGroupGloo.create_default_device()]
+    else:  # this machine's IP toward the host: the hostname may resolve to 127.0.x.1 (docs/cluster.md)
+        from rlsys.single_controller.nodes import local_ip_toward
+
+        options._devices = [dist.ProcessGroupGloo.create_device(hostname=local_ip_toward(host))]
     pg = dist.ProcessGroupGloo(prefixed, rank, world_size, options)
     return GlooGroup(prefixed, pg, rank, world_size, timeout_s)
 

@@ -49,6 +49,9 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> None:
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
                                 timeout=datetime.timedelta(seconds=timeout_s))
         return
+    world = int(os.environ["WORLD_SIZE"])
+    if backend == "gloo" and int(os.environ.get("RAY_LOCAL_WORLD_SIZE", world)) < world:
+        _bind_gloo_to_node_ip(os.environ["MASTER_ADDR"])  # the group spans nodes
     dist.init_process_group(
         backend=backend,
         init_method=f"tcp://{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
@@ -56,6 +59,17 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> None:
         world_size=int(os.environ["WORLD_SIZE"]),
         timeout=datetime.timedelta(seconds=timeout_s),
     )
+
+
+def _bind_gloo_to_node_ip(master_addr: str) -> None:
+    """GLOO_SOCKET_IFNAME := the interface this node reaches `master_addr` through, unless set:
+    gloo otherwise binds to what the hostname resolves to, often 127.0.x.1 (docs/cluster.md)."""
+    from rlsys.single_controller.nodes import interface_of, local_ip_toward
+
+    if "GLOO_SOCKET_IFNAME" not in os.environ:
+        interface = interface_of(local_ip_toward(master_addr))
+        if interface is not None:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
 
 
 def mixed_precision(param_dtype: torch.dtype, compute_dtype: torch.dtype):
