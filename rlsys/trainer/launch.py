@@ -88,14 +88,19 @@ def launch(config, run_dir: Path) -> dict:
     from rlsys.trainer.async_trainer import AsyncRLTrainer, apply_async_defaults
 
     apply_async_defaults(config)  # trainer.max_staleness >= 1: truncated IS on unless set
+    from rlsys.trainer.teardown import RunTeardown
+
+    teardown = RunTeardown()  # SIGTERM raises; close(): engines, Ray and /dev/shm cleaned up
     _start_ray(config, use_gpu, run_dir)
     try:
-        roles = build_role_groups(config, model_path, use_gpu, needs_reference(config), needs_critic(config))
+        roles = teardown.roles = build_role_groups(config, model_path, use_gpu, needs_reference(config),
+                                                   needs_critic(config))
         write_placement(roles.groups, run_dir)  # placement.json: each rank's node
         for group in (roles.actor, roles.reference, roles.critic):
             if group is not None:
                 group.init_model()
         roles.rollout.init_engine(roles.rollout.accelerator_ids())
+        teardown.record()  # the engines' /dev/shm names, in case a worker dies later
         weight_sync = WeightSyncDriver(config, roles, "cuda" if use_gpu else "cpu")
         checkpoints = CheckpointManager.from_config(config, run_dir, roles, loader, weight_sync)
         trainer_cls = AsyncRLTrainer if config.trainer.max_staleness > 0 else RLTrainer
@@ -103,4 +108,4 @@ def launch(config, run_dir: Path) -> dict:
         checkpoints.attach(trainer)
         return trainer.fit()
     finally:
-        ray.shutdown()
+        teardown.close(ray.shutdown)

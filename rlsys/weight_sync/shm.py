@@ -5,8 +5,11 @@ Sender: each bucket is written into its own `multiprocessing.shared_memory` segm
 bucket layout, so no weight bytes go through the driver or vLLM's RPC. Segments are kept
 from one sync to the next while the bucket layout stays the same (it does, for one model):
 writing into fresh tmpfs pages and faulting them in on the receiver cost 4x a memcpy per
-sync (0.5B shape, 2 cores), reused pages cost about one. They are unlinked by `close()`,
-when the sender is garbage collected, or, if the process dies, by Python's resource tracker.
+sync (0.5B shape, 2 cores), reused pages cost about one. Their names are unlinked as soon as
+every receiver has mapped them (after the first sync of a layout; POSIX keeps unlinked memory
+alive while mapped, and later syncs reuse the receivers' mappings), so a run that is killed,
+or whose workers Ray kills at shutdown, leaves nothing in /dev/shm; only a death inside that
+first sync can, and then Python's resource tracker unlinks them if it survives.
 
 Receiver: maps each segment once with `torch.from_file(..., shared=True)` and keeps the
 mapping for the next syncs (dropped when the payload names other segments, or at
@@ -34,11 +37,20 @@ SEGMENT_PREFIX = "rlsys_ws_"
 MAPPINGS_ATTR = "_rlsys_shm_mappings"  # on the receiving worker: {segment name: mapped tensor}
 
 
-def _release(segments: list[shared_memory.SharedMemory]) -> None:
+def _unlink(segment: shared_memory.SharedMemory) -> None:
+    try:
+        segment.unlink()  # also unregisters it from the resource tracker
+    except FileNotFoundError:
+        pass
+
+
+def _release(segments: list[shared_memory.SharedMemory], unlinked: set[str]) -> None:
     while segments:
         segment = segments.pop()
         segment.close()
-        segment.unlink()
+        if segment.name not in unlinked:
+            _unlink(segment)
+    unlinked.clear()
 
 
 class ShmWeightSender(WeightSender):
@@ -50,7 +62,8 @@ class ShmWeightSender(WeightSender):
         super().__init__(bucket_size_mb, verify)
         self._segments: list[shared_memory.SharedMemory] = []
         self._sizes: list[int] = []
-        weakref.finalize(self, _release, self._segments)
+        self._unlinked: set[str] = set()  # names already removed from /dev/shm (receivers hold mappings)
+        weakref.finalize(self, _release, self._segments, self._unlinked)
 
     def segment_names(self) -> list[str]:
         return [s.name for s in self._segments]
@@ -58,7 +71,7 @@ class ShmWeightSender(WeightSender):
     def _segments_for(self, plans) -> list[shared_memory.SharedMemory]:
         sizes = [max(plan.nbytes, 1) for plan in plans]
         if sizes != self._sizes:  # first sync, or another model / bucket size
-            _release(self._segments)
+            _release(self._segments, self._unlinked)
             self._sizes = []
             for size in sizes:
                 self._segments.append(shared_memory.SharedMemory(
@@ -74,11 +87,16 @@ class ShmWeightSender(WeightSender):
             pack_bucket(by_name, plan, out=out)
             del out  # release the buffer export, or close() refuses
         payload = dict(payload, segments=self.segment_names())
-        return call_receivers("rlsys_receive", payload)
+        reports = call_receivers("rlsys_receive", payload)
+        for segment in segments:  # every receiver has mapped them now: drop the names
+            if segment.name not in self._unlinked:
+                _unlink(segment)
+                self._unlinked.add(segment.name)
+        return reports
 
     def close(self, call_receivers: CallReceivers | None = None) -> None:
         """Unlink the segments (receivers keep their mappings until their next sync)."""
-        _release(self._segments)
+        _release(self._segments, self._unlinked)
         self._sizes = []
 
 
@@ -111,6 +129,10 @@ def receive_buckets(worker, payload: dict, group=None) -> Iterator[Iterator[tupl
     def buckets():
         for plan, name in zip(plans, names):
             if name not in mapped or mapped[name].numel() < plan.nbytes:
+                if not os.path.exists(os.path.join(SHM_DIR, name)):
+                    raise FileNotFoundError(f"shared-memory segment {name} is gone: the sender unlinks its segments "
+                                            "once every receiver has mapped them, and this receiver has no mapping "
+                                            "(dropped at rlsys_close_groups?); close the sender and sync again")
                 mapped[name] = map_segment(name, plan.nbytes, shared=True)
             yield plan, mapped[name][: plan.nbytes]
 
