@@ -17,8 +17,8 @@ start. A SIGINT or SIGTERM during a save is held until the save is complete (at 
 continues from the newest complete checkpoint (fresh start if none), `disable` starts fresh,
 anything else is the path of one `global_step_<N>` directory. Every checkpoint is verified
 against its manifest before it is loaded: `auto` skips one that does not verify (printing which
-and why) and takes the next newest, an explicit path that does not verify fails naming the file. The worker-side writers live in `rlsys.workers.checkpoint_io`; `CheckpointManager` runs on
-the driver.
+and why) and takes the next newest, an explicit path that does not verify fails naming the file.
+The worker-side writers live in `rlsys.workers.checkpoint_io`; `CheckpointManager` runs on the driver.
 """
 
 from __future__ import annotations
