@@ -2,8 +2,8 @@
 node's death stops it with the node and its ranks named.
 
 The cluster is two raylets on this machine (`ray.cluster_utils.Cluster`: a head node and one
-added node, 2 logical CPUs each); the runs are `python -m rlsys.main` processes given
-`trainer.ray_address`. Both nodes have the same IP here, so "by node IP" is the same address
+added node, 2 logical CPUs each, in a process of its own: two_node_cluster.py); the runs are
+`python -m rlsys.main` processes given `trainer.ray_address`. Both nodes have the same IP here, so "by node IP" is the same address
 for both; what differs from a local run is that every rendezvous uses the node IP, not
 127.0.0.1, and that placement groups are pinned to distinct nodes.
 """
@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,14 +33,34 @@ TWO_NODES = ("+recipe=grpo", "trainer.nnodes=2", "trainer.n_devices_per_node=1",
 
 @pytest.fixture(scope="module")
 def two_node_cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    worker_node = cluster.add_node(num_cpus=2)
+    """(cluster process, its JSON line): a head and one added node, 2 logical CPUs each."""
+    ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths live under it
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.two_node_cluster"], cwd=ROOT,
+                            env=dict(env, RAY_TMPDIR=ray_tmp), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     try:
-        yield cluster, worker_node
+        yield proc, json.loads(read_line(proc, '{"address"', "its address"))
     finally:
-        cluster.shutdown()  # this cluster's own processes only
+        proc.stdin.close()  # the cluster process shuts its own nodes down
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def read_line(proc: subprocess.Popen, prefix: str, what: str, timeout_s: float = 120) -> str:
+    """The cluster process's next stdout line starting with `prefix` (other lines are skipped)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else ""
+        if line.startswith(prefix):
+            return line
+        assert line or not ready, f"the two-node cluster process exited (rc={proc.poll()}) before {what}"
+    raise AssertionError(f"the two-node cluster process gave no {what} within {timeout_s:g} s")
 
 
 def start_main(run_dir: Path, address: str, *overrides: str) -> subprocess.Popen:
@@ -70,12 +93,12 @@ def nodes_of(run_dir: Path) -> dict[str, list[str]]:
 
 
 def test_both_placements_span_two_nodes_then_a_node_death_names_node_and_ranks(tmp_path, two_node_cluster):
-    cluster, worker_node = two_node_cluster
-    head_id, worker_id = cluster.head_node.node_id, worker_node.node_id
+    cluster, info = two_node_cluster
+    address, head_id, worker_id = info["address"], info["head"], info["worker"]
 
     # colocate: one WorkerDict per node; FSDP2 over gloo across the nodes, shared-memory sync
     run_dir = tmp_path / "colocate"
-    log = finish(start_main(run_dir, cluster.address, *TWO_NODES, "placement=colocate", "trainer.total_steps=2"),
+    log = finish(start_main(run_dir, address, *TWO_NODES, "placement=colocate", "trainer.total_steps=2"),
                  run_dir)
     assert "summary:" in log, log[-3000:]
     assert nodes_of(run_dir) == {"colocate": [head_id, worker_id]}
@@ -85,7 +108,7 @@ def test_both_placements_span_two_nodes_then_a_node_death_names_node_and_ranks(t
     # split: trainers and engines on both nodes, weights over gloo by node IP; after two verified
     # syncs, the worker node's raylet is killed in the middle of the run
     run_dir = tmp_path / "split"
-    proc = start_main(run_dir, cluster.address, *TWO_NODES, "placement=split", "trainer.total_steps=50",
+    proc = start_main(run_dir, address, *TWO_NODES, "placement=split", "trainer.total_steps=50",
                       "trainer.worker_timeout_s=60")
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 480
@@ -94,13 +117,17 @@ def test_both_placements_span_two_nodes_then_a_node_death_names_node_and_ranks(t
         time.sleep(0.2)
     assert nodes_of(run_dir) == {"train": [head_id, worker_id], "rollout": [head_id, worker_id]}
     killed_at = time.monotonic()
-    worker_node.kill_raylet()
+    cluster.stdin.write("kill-worker-raylet\n")
+    cluster.stdin.flush()
+    read_line(cluster, "killed", "the raylet kill's answer")
     log = finish(proc, run_dir, timeout_s=300)
     raised_s = time.monotonic() - killed_at
     assert proc.returncode != 0
     last = [line for line in log.splitlines() if line.strip()][-1]
     assert last.startswith("rlsys: run failed: NodeDiedError: worker group '"), last
-    assert re.search(rf"node {worker_id[:12]} \(\S+\) died; ranks \[1\] of this group ran there", last), last
+    # the group whose call failed first, and the other pool's ranks on that node
+    assert re.search(rf"node {worker_id[:12]} \(\S+\) died; ranks \[1\] of this group ran there "
+                     r"\(and ranks of other groups: '(train|rollout)' \[1\]\)", last), last
     print(f"\n[two-node cluster] node death raised after {raised_s:.1f} s: {last[:300]}")
 
 
