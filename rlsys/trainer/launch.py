@@ -47,7 +47,7 @@ def _start_ray(config, use_gpu: bool, run_dir: Path) -> None:
     env = {"TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": str(config.rollout.kv_cache_space_gb),
            "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
     for key in ("RLSYS_CACHE", "VLLM_USE_FLASHINFER_SAMPLER", "VLLM_WORKER_MULTIPROC_METHOD", "NCCL_NVLS_ENABLE",
-                "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS"):
+                "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS", "VLLM_CPU_OMP_THREADS_BIND"):
         if key in os.environ:
             env[key] = os.environ[key]
     # A private local Ray, or the cluster at trainer.ray_address / RAY_ADDRESS (rlsys/trainer/cluster.py)
