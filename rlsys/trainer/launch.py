@@ -90,8 +90,9 @@ def launch(config, run_dir: Path) -> dict:
     apply_async_defaults(config)  # trainer.max_staleness >= 1: truncated IS on unless set
     from rlsys.trainer.teardown import RunTeardown
 
-    teardown = RunTeardown()  # SIGTERM raises; close(): engines, Ray and /dev/shm cleaned up
+    teardown = RunTeardown()  # close(): engines, Ray and /dev/shm cleaned up
     _start_ray(config, use_gpu, run_dir)
+    teardown.catch_sigterm()  # after ray.init, which sets a SIGTERM handler that aborts
     try:
         roles = teardown.roles = build_role_groups(config, model_path, use_gpu, needs_reference(config),
                                                    needs_critic(config))

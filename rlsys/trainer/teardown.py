@@ -1,7 +1,8 @@
 """The end of every run, clean or not: engines stopped, Ray stopped, /dev/shm as it was found.
 
-    teardown = RunTeardown()          # from here SIGTERM raises SystemExit, so `finally` runs
-    start_ray(); try: roles = ...; teardown.roles = roles; ...; teardown.record()
+    teardown = RunTeardown()
+    start_ray(); teardown.catch_sigterm()   # from here SIGTERM raises SystemExit, so `finally` runs
+    try: roles = ...; teardown.roles = roles; ...; teardown.record()
     finally: teardown.close(ray.shutdown)
 
 `close` shuts every rollout engine down (vLLM then unlinks its `psm_*` message-queue segments
@@ -81,10 +82,16 @@ class RunTeardown:
         self.roles = None
         self.names: set[str] = set()
         self.processes: dict[int, psutil.Process] = {}
-        self._previous_sigterm = None
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # no handler of the user's
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        self._previous_sigterm = None  # set while our SIGTERM handler is installed
+        self._catching = False
+
+    def catch_sigterm(self) -> None:
+        """From now on SIGTERM raises SystemExit(143), so `close` runs. Call it after ray.init:
+        Ray's driver installs a C-level SIGTERM handler there that aborts the process (rc -6)."""
+        if threading.current_thread() is threading.main_thread() and not self._catching:
+            previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+            self._previous_sigterm = signal.SIG_DFL if previous is None else previous  # None: set from C
+            self._catching = True
 
     def record(self) -> None:
         """Remember the run's processes and the /dev/shm names they map now."""
@@ -134,8 +141,9 @@ class RunTeardown:
             try:
                 stop_ray()
             finally:
-                if self._previous_sigterm is not None:
+                if self._catching:
                     signal.signal(signal.SIGTERM, self._previous_sigterm)
+                    self._catching = False
         removed = self.sweep()
         if removed:  # an engine or worker that did not shut down cleanly
             print(f"rlsys: unlinked {len(removed)} /dev/shm entries the run's processes left: "

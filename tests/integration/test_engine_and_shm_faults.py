@@ -156,15 +156,19 @@ def test_killed_worker_with_in_process_engine_raises_and_leaves_no_shm(tmp_path)
     assert left == []
 
 
-def test_clean_and_interrupted_runs_leave_dev_shm_as_found(tmp_path):
+def test_clean_interrupted_and_terminated_runs_leave_dev_shm_as_found(tmp_path):
     proc, seen, left, log = run_and_check_shm(tmp_path / "clean", (*SHORT, "trainer.total_steps=2"), {})
     assert proc.returncode == 0, log[-3000:]
     assert any(n.startswith("rlsys_ws_") for n in seen) and left == []
 
-    def interrupt(proc):
-        wait_for(lambda: metrics_has_step(proc), proc)
-        os.kill(proc.pid, signal.SIGINT)  # the driver only, as Ctrl-C in a shell that runs it
-    proc, seen, left, log = run_and_check_shm(
-        tmp_path / "ctrl_c", (*SHORT, "trainer.total_steps=50"), {"RLSYS_TEST_STEP_SLEEP_S": "0.5"}, interrupt)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in log, log[-3000:]
-    assert left == []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C; a scheduler's stop (SIGTERM now raises SystemExit)
+        def interrupt(proc, sig=sig):
+            wait_for(lambda: metrics_has_step(proc), proc)
+            os.kill(proc.pid, sig)  # the driver only, as a shell's Ctrl-C or a scheduler would
+        proc, seen, left, log = run_and_check_shm(tmp_path / sig.name, (*SHORT, "trainer.total_steps=50"),
+                                                  {"RLSYS_TEST_STEP_SLEEP_S": "0.5"}, interrupt)
+        if sig == signal.SIGINT:
+            assert proc.returncode != 0 and "KeyboardInterrupt" in log, log[-3000:]
+        else:  # SystemExit(128 + 15) through the teardown, not Ray's aborting handler (rc -6)
+            assert proc.returncode == 128 + signal.SIGTERM, log[-3000:]
+        assert any(n.startswith("rlsys_ws_") for n in seen) and left == []

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from rlsys.trainer.teardown import RunTeardown, mapped_shm_names
 
@@ -41,3 +42,17 @@ def test_sweep_unlinks_only_names_the_runs_processes_mapped():
         for name in (mine, other):
             if os.path.exists(f"/dev/shm/{name}"):
                 os.unlink(f"/dev/shm/{name}")
+
+
+def test_sigterm_raises_system_exit_until_close_restores_the_handler():
+    import pytest
+
+    before = signal.getsignal(signal.SIGTERM)
+    teardown = RunTeardown()
+    teardown.catch_sigterm()
+    with pytest.raises(SystemExit) as info:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2)  # the handler runs here
+    assert info.value.code == 128 + signal.SIGTERM
+    teardown.close(stop_ray=lambda: None)
+    assert signal.getsignal(signal.SIGTERM) == before
