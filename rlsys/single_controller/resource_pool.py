@@ -97,14 +97,18 @@ class RayResourcePool:
         pgs = [placement_group([self.bundle()] * n, strategy="STRICT_PACK", name=f"{self.name_prefix}_pg_{i}",
                                lifetime=lifetime, bundle_label_selector=selectors[i])
                for i, n in enumerate(self.process_on_nodes)]
-        ready, _ = ray.wait([pg.ready() for pg in pgs], num_returns=len(pgs), timeout=self.pg_timeout_s)
+        refs = [pg.ready() for pg in pgs]
+        ready, _ = ray.wait(refs, num_returns=len(pgs), timeout=self.pg_timeout_s)
         if len(ready) != len(pgs):
+            late = [i for i, ref in enumerate(refs) if ref not in ready]
+            pinned = [selectors[i][0] for i in late if selectors[i]]
             for pg in pgs:  # do not leave pending groups behind to grab resources later
                 remove_placement_group(pg)
             raise RuntimeError(
                 f"resource pool {self.name_prefix!r}: could not reserve {self.process_on_nodes} bundles "
                 f"(per node, STRICT_PACK) of {self.bundle()} within {self.pg_timeout_s:g} s; "
                 f"the cluster has {ray.cluster_resources()} in total, {ray.available_resources()} free"
+                + (f"; placement groups {late} pinned to {pinned} did not fit there" if pinned else "")
             )
         self._pgs = pgs
         return pgs
