@@ -38,8 +38,8 @@ SHORT = ("+recipe=grpo", "trainer.test_freq=0", "trainer.val_before_train=false"
 class ShmSampler:
     """Names in /dev/shm that processes of session `sid` map or created, sampled until stop()."""
 
-    def __init__(self, sid: int, period_s: float = 0.3):
-        self.sid, self.period_s, self.names = sid, period_s, set()
+    def __init__(self, sid: int, before: set[str], period_s: float = 0.3):
+        self.sid, self.before, self.period_s, self.names = sid, before, period_s, set()
         self.pids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -54,8 +54,8 @@ class ShmSampler:
             except OSError:
                 continue
             self.names |= {n for n in found if n.startswith(PREFIXES)}
-        self.names |= {n for n in os.listdir(SHM) if n.startswith("rlsys_ws_")
-                       and int(n.split("_")[2]) in self.pids}
+        self.names |= {n for n in os.listdir(SHM) if n.startswith("rlsys_ws_") and n not in self.before
+                       and int(n.split("_")[2]) in self.pids}  # not before: a stale one of a reused pid
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
@@ -75,7 +75,7 @@ def run_and_check_shm(run_dir, overrides, env_extra, act=None):
     """Start a run, let `act(proc)` act on it, wait for its exit; returns (proc, seen, left, new)."""
     before = ours(os.listdir(SHM))
     proc = start_run(run_dir, *overrides, env_extra=env_extra)
-    sampler = ShmSampler(proc.pid)
+    sampler = ShmSampler(proc.pid, before)
     try:
         if act is not None:
             act(proc)
