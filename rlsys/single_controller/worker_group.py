@@ -300,6 +300,12 @@ class RayWorkerGroup:
         return get_by_rank(refs, list(range(self.world_size)), self._where(method_name), self.call_timeout_s,
                            rank_nodes=self.rank_nodes)
 
+    def wait_refs(self, refs: list, method_name: str, timeout_s: Optional[float] = None) -> list:
+        """The outputs of a non-blocking call's refs (one per rank, rank order), reported like a
+        blocking call: failures name this group, `method_name` and the rank (or a dead node)."""
+        return get_by_rank(refs, list(range(len(refs))), self._where(method_name),
+                           self.call_timeout_s if timeout_s is None else timeout_s, rank_nodes=self.rank_nodes)
+
     def execute_rank_zero_async(self, method_name: str, *args, **kwargs):
         """Call `method_name` on rank 0 with the arguments as given; one ObjectRef."""
         return self._remote(0, method_name, *args, **kwargs)

@@ -26,7 +26,6 @@ import numpy as np
 
 from rlsys.protocol import DataProto
 from rlsys.rollout.worker import collect_from_engines
-from rlsys.single_controller.results import get_by_rank
 from rlsys.trainer.rl_trainer import RLTrainer
 from rlsys.trainer.staleness import rollout_idle_s, staleness_metrics, sync_needed
 from rlsys.trainer.timing import PhaseTimer
@@ -109,9 +108,7 @@ class AsyncRLTrainer(RLTrainer):
         job = self.pending
         if job.batch is None:
             wg = self.roles.rollout
-            outputs = get_by_rank(job.refs, list(range(len(job.refs))),
-                                  "worker group 'rollout', method 'generate_sequences_async'",
-                                  self.config.trainer.worker_timeout_s)
+            outputs = wg.wait_refs(job.refs, "generate_sequences_async", self.config.trainer.worker_timeout_s)
             gen = collect_from_engines(wg, outputs)
             job.end_s = float(gen.meta_info.pop("rlsys_generate_end_s", time.time()))
             batch = job.prompts.repeat(repeat_times=self.config.rollout.n, interleave=True).union(gen)
