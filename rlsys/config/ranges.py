@@ -73,6 +73,9 @@ RANGES: dict[str, Range] = {
     "rollout.kv_cache_space_gb": POSITIVE_INT,
     "rollout.val_temperature": NON_NEGATIVE,
     "rollout.val_n": POSITIVE_INT,
+    "rollout.multi_turn.max_turns": POSITIVE_INT,
+    "rollout.multi_turn.max_tokens_per_turn": POSITIVE_INT,
+    "rollout.multi_turn.tool_timeout_s": POSITIVE,
     **_optim("actor.optim"),
     "actor.ppo_mini_batch_size": POSITIVE_INT,
     "actor.micro_batch_size_per_rank": POSITIVE_INT,
@@ -118,6 +121,7 @@ RANGES: dict[str, Range] = {
 UNRANGED: dict[str, str] = {
     "actor.entropy_coeff": "its sign is the user's choice (a negative coefficient penalises entropy)",
     "reward.format_score": "partial credit on the reward function's own scale",
+    "rollout.multi_turn.tool_error_penalty": "added to the score; its sign is the user's choice",
 }
 
 

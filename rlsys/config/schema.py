@@ -40,6 +40,24 @@ class DataConfig:
 
 
 @dataclass
+class MultiTurnConfig:
+    """Multi-turn, tool-using rollouts (rlsys/rollout/agent, docs/multi_turn.md). The response
+    (all turns: model and observation tokens) is capped at data.max_response_length tokens."""
+
+    enable: bool = False
+    max_turns: int = 4  # model turns per trajectory
+    max_tokens_per_turn: int = 16
+    on_budget: str = "truncate"  # truncate (keep the tokens, mark multi_turn_truncated) | drop (also no gradient)
+    env: str = "rlsys.envs.tool_env:ToolEnv"  # "package.module:Class" or "file.py:Class"
+    env_kwargs: Dict[str, Any] = field(default_factory=dict)
+    tools: Dict[str, Any] = field(default_factory=lambda: {"calc": "rlsys.envs.calculator:calculator"})
+    parser: str = "tag"  # tag ([name:args]) | hermes (<tool_call>{"name":..., "arguments":{...}}</tool_call>)
+    tool_timeout_s: float = 5.0  # one tool call; a slower one is abandoned and counts as its sample's error
+    on_tool_error: str = "penalty"  # penalty (the error is the observation, reward += tool_error_penalty) | raise
+    tool_error_penalty: float = 0.0
+
+
+@dataclass
 class RolloutConfig:
     name: str = "vllm"  # vllm | hf
     n: int = 1  # samples per prompt
@@ -54,6 +72,7 @@ class RolloutConfig:
     free_cache_engine: bool = True  # GPU colocate: sleep the engine while the actor trains
     val_temperature: float = 0.0  # 0 = greedy validation
     val_n: int = 1
+    multi_turn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
 
 
 @dataclass
