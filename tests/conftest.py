@@ -1,4 +1,5 @@
-"""Root fixtures: one local Ray instance per test session (CPU only), GPU-marker skipping."""
+"""Root fixtures: one local Ray instance per test session (CPU only), the cached warmed-up base
+model, GPU-marker skipping."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def ray_local():
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def base_model_dir():
+    """The embedded base model every `python -m rlsys.main` run of the suite uses (the default
+    cache, $RLSYS_CACHE or ~/.cache/rlsys): trained once per machine, found on later calls."""
+    from rlsys.models.warmup import ensure_base_model
+
+    return ensure_base_model(seed=0)

@@ -5,6 +5,7 @@ Fast tests run on CPU in seconds; the `slow` ones start a vLLM engine or run the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -19,9 +20,11 @@ from rlsys.models.warmup import (
     carryless_sum,
     encode_sft_batch,
     ensure_base_model,
+    greedy_accuracy,
     greedy_responses,
     run_sft,
     sft_rows,
+    single_torch_thread,
     train_base_model,
 )
 from rlsys.tasks.arithmetic import make_arithmetic_dataset, split_problems
@@ -167,12 +170,24 @@ def test_ensure_base_model_honours_rlsys_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_default_warmup_leaves_rl_headroom(tmp_path):
+def test_default_warmup_leaves_rl_headroom(base_model_dir):
     """The shipped recipe: the clean phase learns addition, the noisy phase makes the model
-    mostly drop carries, so greedy accuracy lands well below what it already knows."""
-    stats = train_base_model(tmp_path / "base", seed=0)
+    mostly drop carries, so greedy accuracy lands well below what it already knows.
+
+    Checked on the cached base model that every run of the suite uses (session fixture: built
+    once per machine, ~75-130 s, instead of a second full warm-up here); its greedy accuracy is
+    measured again from the saved weights, so the recorded stats must describe that model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stats = json.loads((base_model_dir / DONE_FILE).read_text())
+    assert stats["warmup"] == dataclasses.asdict(WarmupConfig()) and stats["seed"] == 0  # the shipped recipe
     assert stats["clean_phase_final_loss"] < 0.2
     assert 0.15 <= stats["val_greedy_accuracy"] <= 0.6
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32).eval()
+    val_rows = make_arithmetic_dataset(stats["num_val_problems"], 0, "val")
+    with single_torch_thread():  # as the warm-up measured it
+        accuracy = greedy_accuracy(model, AutoTokenizer.from_pretrained(base_model_dir), val_rows)
+    assert accuracy == pytest.approx(stats["val_greedy_accuracy"])
 
 
 def _hf_greedy(model_dir, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
