@@ -16,6 +16,9 @@ GROUP_ESTIMATORS = {"grpo", "rloo", "reinforce_plus_plus_baseline"}
 
 def check_config(config, cuda_available: bool) -> None:
     check_ranges(config)  # every numeric key in its range first (rlsys.config.ranges)
+    from rlsys.rollout.agent.loop import check_multi_turn_config
+
+    check_multi_turn_config(config)  # rollout.multi_turn: choices, env and tools load
     algo, rollout, trainer = config.algorithm, config.rollout, config.trainer
     if algo.adv_estimator not in ADVANTAGE_ESTIMATORS:
         raise ValueError(

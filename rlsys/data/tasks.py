@@ -29,8 +29,13 @@ def load_task_rows(config, tokenizer=None) -> tuple[list[dict], list[dict]]:
         return _rows_from_files(data, "train_files", tokenizer), _rows_from_files(data, "val_files", tokenizer)
     if data.val_files:
         raise ValueError("data.val_files is set but data.train_files is not; set both or neither")
+    if data.task == "calculator":  # the embedded tool task (rlsys/envs/calculator.py, +recipe=grpo_tools)
+        from rlsys.envs.calculator import make_calculator_dataset
+
+        return (make_calculator_dataset(data.train_size, seed=config.trainer.seed, split="train"),
+                make_calculator_dataset(data.val_size, seed=0, split="val"))
     if data.task != "arithmetic":
-        raise ValueError(f"data.task={data.task!r}: the built-in task is 'arithmetic'")
+        raise ValueError(f"data.task={data.task!r}: the built-in tasks are 'arithmetic' and 'calculator'")
     from rlsys.tasks import make_arithmetic_dataset
 
     train = make_arithmetic_dataset(data.train_size, seed=config.trainer.seed, split="train")

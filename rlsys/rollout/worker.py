@@ -25,6 +25,12 @@ def left_pad_to(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (missing, 0), value=value) if missing else t
 
 
+def rows_of(prompts: DataProto) -> list[dict]:
+    """Each prompt's non-tensor fields (ground_truth, data_source, extra_info, uid) as a dict."""
+    fields = prompts.non_tensor_batch
+    return [{key: values[i] for key, values in fields.items()} for i in range(len(prompts))]
+
+
 PAD_KEY = "rlsys_padded_prompts"  # meta_info of the last engine's chunk: prompts added to even out
 
 
@@ -144,7 +150,11 @@ class RolloutWorker(Worker):
         sampling = self._sampling(bool(prompts.meta_info.get("validate")))
         if prompts.meta_info.get("seed") is not None:  # per-step seeds: runs replay exactly
             sampling["seed"] = int(prompts.meta_info["seed"]) + self.engine_index * 1_000_003
-        out = self.engine.generate(prompt_lists, sampling)
+        non_tensors = {}
+        if self.config.rollout.multi_turn.enable:  # multi-turn agent rollouts: rlsys/rollout/agent
+            out, non_tensors = self.agent_loop().run(self.engine, prompt_lists, rows_of(prompts), sampling)
+        else:
+            out = self.engine.generate(prompt_lists, sampling)
         self.release_memory()
         width = self.config.data.max_prompt_length
         pad = self.engine.pad_token_id
@@ -152,8 +162,16 @@ class RolloutWorker(Worker):
         out["input_ids"] = left_pad_to(out["input_ids"], width + out["responses"].shape[1], pad)
         out["attention_mask"] = left_pad_to(out["attention_mask"], out["input_ids"].shape[1], 0)
         out["position_ids"] = (out["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-        result = DataProto.from_dict(out)
+        result = DataProto.from_dict(out, non_tensors=non_tensors or None)
         return result[: len(result) - padded * (len(result) // len(prompts))] if padded else result
+
+    def agent_loop(self):
+        """The multi-turn loop (rollout.multi_turn), built on first use."""
+        if getattr(self, "_agent_loop", None) is None:
+            from rlsys.rollout.agent import AgentLoop
+
+            self._agent_loop = AgentLoop.from_config(self.config, self.model_path)
+        return self._agent_loop
 
     @register(dispatch_mode={"dispatch_fn": dispatch_to_engines, "collect_fn": collect_from_engines},
               blocking=False)

@@ -12,6 +12,10 @@ from rlsys.config.checks import check_config, needs_critic, needs_reference
 
 
 def resolve_model_path(config) -> str:
+    if config.model.path == "builtin:tiny-calc":  # the tool task's base model (rlsys/models/tool_warmup.py)
+        from rlsys.models.tool_warmup import ensure_tool_model
+
+        return str(ensure_tool_model(seed=0))
     if config.model.path.startswith("builtin:"):
         from rlsys.models.warmup import ensure_base_model
 

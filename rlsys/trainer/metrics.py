@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from rlsys.protocol import DataProto
+from rlsys.rollout.agent.metrics import multi_turn_metrics
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
@@ -37,6 +38,7 @@ def compute_data_metrics(batch: DataProto, use_critic: bool) -> dict[str, float]
     }
     if "reward_errors" in b.keys():
         metrics["reward/num_errors"] = float(b["reward_errors"].sum())
+    metrics.update(multi_turn_metrics(batch))  # {} unless the rollout was multi-turn
     if use_critic:
         metrics["critic/values/mean"] = _masked_mean(b["values"], mask)
     return metrics

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from rlsys.algorithms import get_kl_controller, rollout_logprob_gap, scores_to_token_level
 from rlsys.config.batch_sizes import BatchShapes
 from rlsys.protocol import DataProto
+from rlsys.rollout.agent.metrics import multi_turn_metrics
 from rlsys.trainer.advantage import compute_advantage_phase
 from rlsys.trainer.metrics import MetricsWriter, compute_data_metrics, mean_of_rank_metrics
 from rlsys.trainer.placement import RoleGroups
@@ -39,6 +40,7 @@ class RLTrainer:
         kl = config.algorithm.kl_ctrl
         self.kl_ctrl = get_kl_controller(kl.type, kl_coef=kl.kl_coef, target_kl=kl.target_kl, horizon=kl.horizon)
         self.val_history: list[tuple[int, float]] = []
+        self.val_metrics: dict[str, float] = {}  # the last validation's multi-turn metrics, logged with val/score
         self.side_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlsys-side-call")
 
     # ---- phases -------------------------------------------------------------------------
@@ -54,6 +56,7 @@ class RLTrainer:
         scores = self.roles.reward.compute_score(batch).batch["scores"]
         score = float(scores.mean())
         self.val_history.append((step, score))
+        self.val_metrics = {f"val/{k}": v for k, v in multi_turn_metrics(batch).items()}  # {}: single-turn
         self.write_val_generations(step, batch, scores)
         return score
 
@@ -194,13 +197,14 @@ class RLTrainer:
         start_step = self.checkpoints.resume() if self.checkpoints else 0
         if cfg.val_before_train and start_step == 0:
             score = self.validate(0)
-            self.writer.log(0, {"val/score": score})
+            self.writer.log(0, {"val/score": score, **self.val_metrics})
         bar = tqdm(range(start_step + 1, cfg.total_steps + 1), desc="rlsys", dynamic_ncols=True)
         for self.step in bar:
             metrics = self.step_once()
             if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or self.step == cfg.total_steps):
                 with PhaseTimer().phase("validate"):
                     metrics["val/score"] = self.validate(self.step)
+                metrics.update(self.val_metrics)
             self.writer.log(self.step, metrics)
             if self.checkpoints and self.checkpoints.should_save(self.step):
                 self.checkpoints.save(self.step)

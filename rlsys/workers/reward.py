@@ -44,6 +44,8 @@ class RewardWorker(Worker):
         except RewardScoringError as exc:
             raise RewardScoringError(f"rank {self.rank}: {exc}") from exc.__cause__
         scores_t = torch.tensor(scores, dtype=torch.float32)
+        if "env_rewards" in data.batch.keys():  # multi-turn rollouts: the environment's own rewards (rlsys/envs)
+            scores_t = scores_t + data.batch["env_rewards"].float()
         error_flags = torch.zeros(len(texts), dtype=torch.float32)
         error_flags[[e["index"] for e in errors]] = 1.0
         messages = np.full(len(texts), "", dtype=object)
