@@ -4,12 +4,18 @@ Each run is its own process group (`start_new_session=True`), so a SIGKILL reach
 too and the test can check nothing of the run survives. Two test-only env vars are read by the
 run: `RLSYS_TEST_STEP_SLEEP_S` (sleep inside every step, after its batch is drawn) widens each
 step so the kill lands inside step 5; `RLSYS_TEST_CRASH_DURING_SAVE=<N>` exits mid-save at step N.
+
+One run serves two tests (`crashed_at_save_6`, module-scoped): it crashes in the save of its
+last step, 6, after that step was trained, validated and logged, so up to the save it is the
+uninterrupted run the killed-and-resumed run is compared with, and its checkpoints (2 and 4
+complete, 6 partial) are what the crash test resumes from (in a copy).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +32,7 @@ from tests.integration.test_recipes import read_metrics, run_main
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 GRPO = ("+recipe=grpo", "trainer.save_freq=2")
+SIX_STEPS = (*GRPO, "trainer.total_steps=6", "trainer.test_freq=6")
 
 
 def start_run(run_dir: Path, *overrides: str, env_extra: dict) -> subprocess.Popen:
@@ -80,13 +87,25 @@ def wait_for(predicate, proc: subprocess.Popen, timeout_s: float = 300.0) -> Non
         time.sleep(0.05)
 
 
-def test_sigkill_during_step_5_then_resume_matches_an_uninterrupted_run(tmp_path):
-    overrides = (*GRPO, "trainer.total_steps=6", "trainer.test_freq=6")
-    straight = tmp_path / "straight"
-    assert run_main(straight, *overrides).returncode == 0
+@pytest.fixture(scope="module")
+def crashed_at_save_6(tmp_path_factory) -> tuple[int, Path]:
+    """(exit code, run dir) of a six-step run that exits in the middle of its step-6 save."""
+    run_dir = tmp_path_factory.mktemp("crashed_at_save_6") / "run"
+    proc = start_run(run_dir, *SIX_STEPS, env_extra={"RLSYS_TEST_CRASH_DURING_SAVE": "6"})
+    try:
+        proc.wait(timeout=600)
+    finally:
+        kill_session(proc)  # os._exit skipped Ray's shutdown: clean up its processes
+    return proc.returncode, run_dir
+
+
+def test_sigkill_during_step_5_then_resume_matches_an_uninterrupted_run(tmp_path, crashed_at_save_6):
+    rc, straight = crashed_at_save_6  # trained, validated and logged all six steps before its last save
+    assert rc == 17, (straight / "driver.log").read_text()[-3000:]
+    assert [r["step"] for r in read_metrics(straight) if r["step"] > 0] == [1, 2, 3, 4, 5, 6]
 
     run_dir = tmp_path / "killed"
-    proc = start_run(run_dir, *overrides, env_extra={"RLSYS_TEST_STEP_SLEEP_S": "2"})
+    proc = start_run(run_dir, *SIX_STEPS, env_extra={"RLSYS_TEST_STEP_SLEEP_S": "2"})
     wait_for(lambda: (run_dir / "checkpoints/global_step_4/COMPLETE").exists()
              and 5 in batch_uids(run_dir), proc)
     leaked = kill_session(proc)
@@ -94,7 +113,7 @@ def test_sigkill_during_step_5_then_resume_matches_an_uninterrupted_run(tmp_path
     assert [r["step"] for r in read_metrics(run_dir) if r["step"] > 0] == [1, 2, 3, 4]  # died inside step 5
     assert not (run_dir / "checkpoints/global_step_6").exists()
 
-    proc = run_main(run_dir, *overrides)
+    proc = run_main(run_dir, *SIX_STEPS)
     assert proc.returncode == 0
     assert f"resumed from {run_dir / 'checkpoints' / 'global_step_4'} (step 4)" in proc.stdout
     assert batch_uids(run_dir) == batch_uids(straight)  # same prompts, steps 1-6
@@ -111,39 +130,38 @@ def test_sigkill_during_step_5_then_resume_matches_an_uninterrupted_run(tmp_path
     assert [step for step, _ in summary["val_history"]] == [0, 6]  # history restored, no re-validation at start
 
 
-def test_crash_during_save_keeps_previous_checkpoint_and_resume_skips_partial_one(tmp_path):
+def test_crash_during_save_keeps_previous_checkpoint_and_resume_skips_partial_one(tmp_path, crashed_at_save_6):
+    rc, crashed = crashed_at_save_6
+    assert rc == 17, (crashed / "driver.log").read_text()[-3000:]
     run_dir = tmp_path / "run"
-    proc = start_run(run_dir, *GRPO, "trainer.total_steps=6", "trainer.test_freq=0",
-                     env_extra={"RLSYS_TEST_CRASH_DURING_SAVE": "4"})
-    proc.wait(timeout=600)
-    kill_session(proc)  # os._exit skipped Ray's shutdown: clean up its processes
-    assert proc.returncode == 17, (run_dir / "driver.log").read_text()[-3000:]
+    shutil.copytree(crashed, run_dir)  # the fixture's run stays as it was for the other test
     ckpts = run_dir / "checkpoints"
-    assert (ckpts / "global_step_2" / "COMPLETE").exists()
-    assert (ckpts / ".tmp_global_step_4" / "actor").is_dir()  # the save was under way
-    assert not (ckpts / ".tmp_global_step_4" / "COMPLETE").exists() and not (ckpts / "global_step_4").exists()
+    assert (ckpts / "global_step_4" / "COMPLETE").exists()
+    assert (ckpts / ".tmp_global_step_6" / "actor").is_dir()  # the save was under way
+    assert not (ckpts / ".tmp_global_step_6" / "COMPLETE").exists() and not (ckpts / "global_step_6").exists()
     crashed_uids = batch_uids(run_dir)
 
-    proc = run_main(run_dir, *GRPO, "trainer.total_steps=4", "trainer.test_freq=0")
-    assert proc.returncode == 0
-    assert f"resumed from {ckpts / 'global_step_2'} (step 2)" in proc.stdout
-    assert sorted(p.name for p in ckpts.iterdir()) == ["global_step_2", "global_step_4"]  # .tmp_* removed
-    assert batch_uids(run_dir) == {step: crashed_uids[step] for step in (1, 2, 3, 4)}
-    assert [r["step"] for r in read_metrics(run_dir) if r["step"] > 2][-2:] == [3, 4]
-
     # Issue 15.3: a corrupted newest checkpoint (truncated DCP shard; the other three measured
-    # corruptions are unit-tested in tests/unit/trainer/test_manifest.py). An explicit path fails
-    # naming the file; resume=auto skips it with a line saying why and resumes from the one before.
+    # corruptions are unit-tested in tests/unit/trainer/test_manifest.py). resume=auto skips the
+    # partial save and the corrupted one, with a line saying why, and resumes from the one before;
+    # an explicit path fails naming the file.
     shard = ckpts / "global_step_4" / "actor" / "dcp" / "__0_0.distcp"
     shard.write_bytes(shard.read_bytes()[:1000])
-    proc = run_main(run_dir, *GRPO, "trainer.total_steps=4", f"trainer.resume={ckpts / 'global_step_4'}")
-    assert proc.returncode != 0
-    assert "actor/dcp/__0_0.distcp" in proc.stderr and f"trainer.resume={ckpts / 'global_step_4'}" in proc.stderr
-    proc = run_main(run_dir, *GRPO, "trainer.total_steps=4", "trainer.test_freq=0")
+    proc = run_main(run_dir, *GRPO, "trainer.total_steps=6", "trainer.test_freq=0")
     assert proc.returncode == 0
     assert f"rlsys: resume=auto skips {ckpts / 'global_step_4'}: actor/dcp/__0_0.distcp: size 1000 bytes" in proc.stdout
     assert f"resumed from {ckpts / 'global_step_2'} (step 2)" in proc.stdout
+    assert sorted(p.name for p in ckpts.iterdir()) == [f"global_step_{n}" for n in (2, 4, 6)]  # .tmp_* removed
+    assert batch_uids(run_dir) == {step: crashed_uids[step] for step in range(1, 7)}
+    assert [r["step"] for r in read_metrics(run_dir) if r["step"] > 2][-4:] == [3, 4, 5, 6]
     verify_manifest(ckpts / "global_step_4")  # saved again, whole
+    verify_manifest(ckpts / "global_step_6")
+
+    shard = ckpts / "global_step_6" / "actor" / "dcp" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    proc = run_main(run_dir, *GRPO, "trainer.total_steps=6", f"trainer.resume={ckpts / 'global_step_6'}")
+    assert proc.returncode != 0
+    assert "actor/dcp/__0_0.distcp" in proc.stderr and f"trainer.resume={ckpts / 'global_step_6'}" in proc.stderr
 
 
 VLLM_SCRIPT = """
