@@ -1,6 +1,7 @@
 """End-to-end runs of `python -m rlsys.main` on CPU with the embedded tiny model and task.
 
-Each run is its own process (Hydra, Ray and vLLM start clean) and takes ~40 s on 2 cores.
+Each run is its own process (Hydra, Ray and vLLM start clean) and takes ~40 s on 2 cores, so
+tests that can read the same run share it through a module fixture (`colocate_run`).
 """
 
 from __future__ import annotations
@@ -61,16 +62,31 @@ def test_recipe_runs_three_steps_with_finite_metrics(tmp_path, recipe):
     assert (tmp_path / "resolved_config.yaml").exists()
 
 
-def test_colocate_and_split_give_identical_greedy_outputs_after_training(tmp_path):
+# trainer.max_staleness=0 (issue 13) is the synchronous loop, in both placements
+COLOCATE_VS_SPLIT = ("+recipe=grpo", "trainer.total_steps=2", "trainer.test_freq=2", "weight_sync.verify=true",
+                     "actor.optim.lr=1e-3", "trainer.max_staleness=0")
+
+
+@pytest.fixture(scope="module")
+def colocate_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """(process, run dir) of the colocated run of COLOCATE_VS_SPLIT, read by two tests: it also
+    saves every step and writes every logger (neither changes what it trains or generates)."""
+    run_dir = tmp_path_factory.mktemp("colocate_run")
+    proc = run_main(run_dir, *COLOCATE_VS_SPLIT, "placement=colocate", "trainer.save_freq=1",
+                    "trainer.logger=[console,jsonl,tensorboard]")
+    return proc, run_dir
+
+
+def test_colocate_and_split_give_identical_greedy_outputs_after_training(tmp_path, colocate_run):
     """Same seed, two training steps, verified syncs: the engines' greedy validation outputs agree
     token for token between shared memory (colocate) and gloo (split)."""
     outputs, summaries = {}, {}
     for placement in ("colocate", "split"):
-        run_dir = tmp_path / placement
-        # trainer.max_staleness=0 (issue 13) is the synchronous loop, in both placements
-        proc = run_main(run_dir, "+recipe=grpo", f"placement={placement}", "trainer.total_steps=2",
-                        "trainer.test_freq=2", "weight_sync.verify=true", "actor.optim.lr=1e-3",
-                        "trainer.max_staleness=0")
+        if placement == "colocate":
+            proc, run_dir = colocate_run
+        else:
+            run_dir = tmp_path / placement
+            proc = run_main(run_dir, *COLOCATE_VS_SPLIT, f"placement={placement}")
         assert proc.returncode == 0
         assert_console_shows_rlsys_lines_only(proc, run_dir)
         every_validation = [json.loads(l) for l in (run_dir / "val_generations.jsonl").read_text().splitlines()]
@@ -111,14 +127,14 @@ def test_two_training_ranks_on_cpu_and_hf_rollout(tmp_path):
     assert json.loads((tmp_path / "hf" / "summary.json").read_text())["steps"] == 2
 
 
-def test_loggers_and_reward_curve_at_every_save(tmp_path):
-    proc = run_main(tmp_path, "+recipe=grpo", "trainer.total_steps=2", "trainer.test_freq=2", "trainer.save_freq=1",
-                    "trainer.logger=[console,jsonl,tensorboard]")
+def test_loggers_and_reward_curve_at_every_save(tmp_path, colocate_run):
+    proc, run_dir = colocate_run  # trainer.save_freq=1, trainer.logger=[console,jsonl,tensorboard]
     assert proc.returncode == 0
     assert "step 2: val/score=" in proc.stdout + proc.stderr
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert (tmp_path / "reward_curve.png").stat().st_size > 0
-    assert (tmp_path / "checkpoints" / "global_step_2" / "COMPLETE").exists()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "reward_curve.png").stat().st_size > 0
+    assert [p.name for p in sorted((run_dir / "checkpoints").iterdir())] == ["global_step_1", "global_step_2"]
+    assert (run_dir / "checkpoints" / "global_step_2" / "COMPLETE").exists()
     proc = run_main(tmp_path / "bad", "+recipe=grpo", "trainer.logger=[jsonl,tensorbored]")
     assert proc.returncode != 0 and "tensorbored" in proc.stderr
 
