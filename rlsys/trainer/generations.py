@@ -26,7 +26,8 @@ def generation_rows(step: int, batch, scores, tokenizer) -> list[dict]:
     """One row per sample of a validation batch (`prompts` left-padded, `responses` right-padded)."""
     prompts, responses = batch.batch["prompts"], batch.batch["responses"]
     prompt_mask = batch.batch["attention_mask"][:, : prompts.shape[1]].bool()
-    response_mask = batch.batch["response_mask"].bool()
+    # attention_mask, not response_mask: a multi-turn response shows its observations too
+    response_mask = batch.batch["attention_mask"][:, prompts.shape[1]:].bool()
     rows = []
     for i in range(len(batch)):
         prompt_ids = prompts[i][prompt_mask[i]].tolist()
