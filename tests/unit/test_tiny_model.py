@@ -25,7 +25,6 @@ from rlsys.models.warmup import (
     run_sft,
     sft_rows,
     single_torch_thread,
-    train_base_model,
 )
 from rlsys.tasks.arithmetic import make_arithmetic_dataset, split_problems
 
@@ -204,14 +203,12 @@ def _hf_greedy(model_dir, prompt_ids: list[list[int]], max_new_tokens: int) -> l
 
 
 @pytest.mark.slow
-def test_vllm_greedy_matches_hf_greedy(tmp_path):
+def test_vllm_greedy_matches_hf_greedy(base_model_dir):
     """vLLM (fp32, eager) loads the model directory and decodes greedily token for token like HF."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM, SamplingParams
 
-    short = WarmupConfig(num_clean_steps=300, num_noisy_steps=0, num_val_problems=8)
-    model_dir = tmp_path / "model"
-    train_base_model(model_dir, seed=0, config=short)  # trained logits: no near-ties in argmax
+    model_dir = base_model_dir  # the cached warmed-up base model: trained logits, no near-ties in argmax
     tok = build_tokenizer()
     prompts = [row["prompt"] for row in make_arithmetic_dataset(24, 0, "val")]
     prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
