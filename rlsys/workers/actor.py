@@ -37,7 +37,8 @@ class ActorWorker(Worker, PolicyModelMixin):
         self.device = model_utils.resolve_device(self.config.trainer.device)
         param_dtype, compute_dtype = model_utils.role_dtypes(cfg, self.device)
         self._load_policy(self.config, trainable=True, param_dtype=param_dtype, compute_dtype=compute_dtype,
-                          gradient_checkpointing=cfg.gradient_checkpointing, chunk_size=cfg.logprob_chunk_size)
+                          gradient_checkpointing=cfg.gradient_checkpointing, chunk_size=cfg.logprob_chunk_size,
+                          compile_model=model_utils.use_torch_compile(cfg.use_torch_compile, self.device))
         self.serving_dtype = model_utils.resolve_dtype(self.config.model.dtype, self.device)
         self.cast_buffers: dict = {}  # serving-dtype copies of the master weights, kept across syncs
         self.optimizer, self.lr_scheduler = model_utils.build_optimizer(

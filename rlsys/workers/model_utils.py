@@ -86,17 +86,37 @@ def decoder_layers(model: torch.nn.Module):
     return model.get_decoder().layers if hasattr(model, "get_decoder") else model.model.layers
 
 
-def shard_model(model: torch.nn.Module, root: torch.nn.Module | None = None, mp_policy=None) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, root: torch.nn.Module | None = None, mp_policy=None,
+                reshard_after_forward: bool | None = None) -> torch.nn.Module:
     """FSDP2 at every world size: each decoder layer, then `root` (default: the model) as the
-    root unit holding embeddings, final norm and head. Returns the root."""
+    root unit holding embeddings, final norm and head. Returns the root.
+
+    `reshard_after_forward` (None: FSDP2's default, True) frees each layer's unsharded
+    compute-dtype parameters after its forward and gathers (casts) them again for backward."""
     from torch.distributed.fsdp import fully_shard
 
     root = model if root is None else root
     kwargs = {"mp_policy": mp_policy} if mp_policy is not None else {}
+    if reshard_after_forward is not None:
+        kwargs["reshard_after_forward"] = reshard_after_forward
     for layer in decoder_layers(model):
         fully_shard(layer, **kwargs)
     fully_shard(root, **kwargs)
     return root
+
+
+def compile_decoder_layers(model: torch.nn.Module) -> None:
+    """torch.compile each decoder layer's forward (dynamic shapes: micro-batch widths vary), so
+    RMSNorm, rotary embeddings and the gated MLP's elementwise work fuse. Before sharding; the
+    FSDP2 hooks stay outside the compiled code. The layers share one compiled graph."""
+    for layer in decoder_layers(model):
+        layer.forward = torch.compile(layer.forward, dynamic=True)
+
+
+def use_torch_compile(flag: bool | None, device: torch.device) -> bool:
+    """`actor.use_torch_compile`: null = on CUDA only (CPU compiles cost more than they save
+    on small models)."""
+    return device.type == "cuda" if flag is None else bool(flag)
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:

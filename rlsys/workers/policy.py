@@ -19,10 +19,14 @@ class PolicyModelMixin:
     """Shared model setup for roles that hold a causal LM (actor and reference)."""
 
     def _load_policy(self, config, trainable: bool, param_dtype: torch.dtype, compute_dtype: torch.dtype,
-                     gradient_checkpointing: bool = False, chunk_size: int = 1024, shard: bool = True):
+                     gradient_checkpointing: bool = False, chunk_size: int = 1024, shard: bool = True,
+                     compile_model: bool = False):
         """Load the HF model in `param_dtype`, shard it (FSDP2, compute in `compute_dtype`);
         sets `self.model` (the HF model, for names and saving) and `self.scorer` (the root).
-        `shard=False` keeps a plain module (one frozen copy needs no FSDP: no collectives)."""
+        `shard=False` keeps a plain module (one frozen copy needs no FSDP: no collectives).
+        `compile_model`: torch.compile the decoder layers and the LM-head chunks.
+        At one rank, FSDP2 keeps each layer's compute-dtype copy from forward to backward
+        (`reshard_after_forward=False`): resharding frees nothing there, it only re-casts."""
         from transformers import AutoModelForCausalLM
 
         self.config = config
@@ -35,10 +39,14 @@ class PolicyModelMixin:
             model_utils.enable_gradient_checkpointing(model)
         model.train(trainable)
         model.requires_grad_(trainable)
-        scorer = ResponseScorer(model, chunk_size)
+        if compile_model:
+            model_utils.compile_decoder_layers(model)
+        scorer = ResponseScorer(model, chunk_size, compiled=compile_model)
         self.model = model
         if shard:
-            scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(param_dtype, compute_dtype))
+            world = torch.distributed.get_world_size()
+            scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(param_dtype, compute_dtype),
+                                             reshard_after_forward=False if world == 1 else None)
         self.scorer = scorer
         return model
 

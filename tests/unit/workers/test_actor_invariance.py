@@ -147,3 +147,14 @@ def test_cuda_defaults_are_fp32_masters_with_bf16_compute(model_dir):
     actor.update_actor(make_batch(rows=8))
     changed = sum(int((p.full_tensor() != before[n]).sum()) for n, p in actor.model.named_parameters())
     assert changed / sum(p.numel() for p in before.values()) >= 0.9
+
+
+def test_torch_compile_gives_the_eager_loss_and_gradients(model_dir):
+    """actor.use_torch_compile (the CUDA default): compiled decoder layers and LM-head chunks
+    reproduce the eager update, token-budget micro-batches of varying width included."""
+    eager, m_eager = grads_after_update(model_dir, max_tokens_per_micro_batch=10, use_torch_compile=False)
+    compiled, m_compiled = grads_after_update(model_dir, max_tokens_per_micro_batch=10, use_torch_compile=True)
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert m_compiled["actor/pg_loss"] == pytest.approx(m_eager["actor/pg_loss"], rel=1e-5)
+    assert m_compiled["actor/entropy"] == pytest.approx(m_eager["actor/entropy"], rel=1e-5)

@@ -56,3 +56,29 @@ def test_chunked_without_entropy_and_bf16_close_to_fp32():
 def test_rejects_bad_chunk_size():
     with pytest.raises(ValueError, match="logprob_chunk_size"):
         chunked_log_probs(torch.zeros(2, 2), torch.zeros(3, 2), torch.zeros(2, dtype=torch.long), chunk_size=0)
+
+
+def test_compiled_chunks_equal_eager_and_skip_an_unused_entropy():
+    """compiled=True (torch.compile'd chunk work) gives the eager values and gradients; an entropy
+    output that takes no part in the loss gets no gradient work (None reaches backward)."""
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(45, 16, generator=g)
+    weight = torch.randn(70, 16, generator=g) * 0.5
+    targets = torch.randint(0, 70, (45,), generator=g)
+    g_lp = torch.randn(45, generator=g)
+    results = []
+    for compiled in (False, True):
+        for use_entropy in (True, False):
+            h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+            lp, ent = chunked_log_probs(h, w, targets, 0.7, 16, with_entropy=True, compiled=compiled)
+            loss = (lp * g_lp).sum() + (ent.sum() if use_entropy else 0)
+            loss.backward()
+            results.append((lp.detach(), ent.detach(), h.grad, w.grad))
+    eager_ent, eager_no_ent, comp_ent, comp_no_ent = results
+    for a, b in [(eager_ent, comp_ent), (eager_no_ent, comp_no_ent)]:
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    (chunked_log_probs(h, w, targets, 0.7, 16)[0] * g_lp).sum().backward()
+    torch.testing.assert_close(eager_no_ent[2], h.grad)  # unused entropy = no entropy at all
+    assert not torch.allclose(eager_ent[2], eager_no_ent[2])
