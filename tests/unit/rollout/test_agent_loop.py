@@ -124,3 +124,45 @@ def test_chat_template_tool_role_wraps_observations():
     encoder = ObservationEncoder(tokenizer)
     assert encoder.text("42", turn_ended_with_eos=True) == "\n<tool>42<eos>\n<assistant>"
     assert encoder.text("42", turn_ended_with_eos=False) == "<eos>\n<tool>42<eos>\n<assistant>"
+
+
+class _RaisingEnv:
+    def reset(self, row):
+        return None
+
+    def step(self, turn_text):
+        from rlsys.envs import ToolError
+
+        raise ToolError("tool 'calc' raised RuntimeError: boom")
+
+
+def test_on_tool_error_raise_names_the_trajectory_and_prompt(merges_model):
+    from rlsys.envs import ToolError
+
+    _, engine = merges_model
+    tokenizer = engine.tokenizer
+    loop = AgentLoop(tokenizer, _RaisingEnv, max_turns=2, max_tokens_per_turn=4, response_length=16, max_model_len=64)
+    prompt = tokenizer("ab", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ToolError, match=r"trajectory 0 of this turn \(prompt 'ab'\): tool 'calc' raised"):
+        loop.run(engine, [prompt], [{}], {"n": 1, "temperature": 0.0, "max_tokens": 4})
+
+
+def test_from_config_loads_env_and_tools_by_dotted_path_and_rejects_bad_choices(merges_model):
+    from omegaconf import OmegaConf
+
+    from rlsys.config.schema import RLConfig
+    from rlsys.rollout.agent import check_multi_turn_config
+
+    path, engine = merges_model
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RLConfig), {
+        "data": {"max_response_length": 24}, "rollout": {"max_model_len": 64, "multi_turn": {
+            "enable": True, "env": "tests.agent_envs:EchoEnv", "env_kwargs": {"turns": 2}, "max_tokens_per_turn": 4}}}))
+    loop = AgentLoop.from_config(config, str(path))
+    tensors, _ = loop.run(engine, [[70, 71]], [{"ground_truth": "x"}], {"n": 1, "temperature": 0.0, "max_tokens": 4})
+    assert tensors["multi_turn_num_turns"].tolist() == [2] and tensors["multi_turn_num_observations"].tolist() == [1]
+    config.rollout.multi_turn.on_budget = "explode"
+    with pytest.raises(ValueError, match="rollout.multi_turn.on_budget='explode'"):
+        check_multi_turn_config(config)
+    config.rollout.multi_turn.on_budget, config.rollout.multi_turn.env = "truncate", "tests.agent_envs:Nope"
+    with pytest.raises(ValueError, match="rollout.multi_turn.env='tests.agent_envs:Nope'"):
+        check_multi_turn_config(config)
