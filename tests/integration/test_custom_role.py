@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("placement", ["colocate", "own_pool"])
 def test_judge_role_output_reaches_metrics(tmp_path, placement):
-    proc = run_main(tmp_path, "+recipe=grpo_judge", f"roles.judge.placement={placement}",
+    # rollout.name=hf: this is about the role, not the engine (no vLLM start-up: ~8 s less a run)
+    proc = run_main(tmp_path, "+recipe=grpo_judge", f"roles.judge.placement={placement}", "rollout.name=hf",
                     "trainer.total_steps=2", "trainer.test_freq=0", "trainer.val_before_train=false")
     assert proc.returncode == 0
     rows = [r for r in read_metrics(tmp_path) if r["step"] > 0]
