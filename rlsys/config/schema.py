@@ -99,7 +99,7 @@ class ActorConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "auto"
     gradient_checkpointing: bool = False  # non-reentrant activation checkpointing of the decoder layers
-    logprob_chunk_size: int = 1024  # tokens per LM-head + log-softmax chunk (no (batch, seq, vocab) tensor)
+    logprob_chunk_size: int = 4096  # tokens per LM-head + log-softmax chunk (no (batch, seq, vocab) tensor)
     # torch.compile the decoder layers and LM-head chunks (actor and reference); null = on CUDA only
     use_torch_compile: Optional[bool] = None
     ppo_epochs: int = 1
