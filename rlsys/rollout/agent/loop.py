@@ -7,7 +7,9 @@ Token-in/token-out by construction: a model turn's ids and log-probs are read fr
 engine's padded output through its response_mask (the shared contract of
 rlsys/rollout/outputs.py, so the vLLM and HF engines both work) and appended as they are;
 the turn is decoded only to show its text to the environment. Observations are tokenised
-once (`ObservationEncoder`) and appended with mask 0. Nothing is ever re-encoded.
+once (`ObservationEncoder`) and appended with mask 0. Nothing is ever re-encoded. The
+environment steps of a turn (tool calls) run on a thread pool, so a tool that hangs until its
+timeout delays the turn once, not once per trajectory.
 
 Budgets: `max_turns` model turns, `max_tokens_per_turn` per turn, and the response width
 (`data.max_response_length`) for all turns and observations together. A trajectory that hits
@@ -18,6 +20,7 @@ is also zeroed (it is kept in the batch but trains nothing).
 from __future__ import annotations
 
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 
 from rlsys.envs import ToolError, ToolRegistry, get_parser, load_object
 from rlsys.rollout.agent.observations import ObservationEncoder
@@ -25,6 +28,7 @@ from rlsys.rollout.agent.trajectory import Trajectory, pack_trajectories
 
 ON_BUDGET_CHOICES = ("truncate", "drop")
 ON_TOOL_ERROR_CHOICES = ("penalty", "raise")
+ENV_STEP_THREADS = 32  # environment steps of one turn run on up to this many threads
 _TURN_SEED_STRIDE = 1_000_033  # turn k samples with seed + k * stride
 
 
@@ -124,6 +128,7 @@ class AgentLoop:
         if sampling.get("seed") is not None:
             params["seed"] = int(sampling["seed"]) + turn * _TURN_SEED_STRIDE
         out = engine.generate([t.context for t in live], params)
+        stepping = []
         for row, t in enumerate(live):
             valid = out["response_mask"][row].bool()
             tokens = out["responses"][row][valid].tolist()  # the engine's ids, as returned
@@ -132,8 +137,13 @@ class AgentLoop:
             t.add_model_turn(tokens[: room[row]], log_probs[: room[row]])
             if cut:
                 t.finish(truncated=True)
-                continue
-            self._step_env(t, tokens, index=row)
+            else:
+                stepping.append((t, tokens, row))
+        # Environment steps (tool calls) of one turn run side by side: slow or hanging tools
+        # cost one timeout per turn, not one per trajectory. Each step touches its own trajectory.
+        with ThreadPoolExecutor(max_workers=max(1, min(ENV_STEP_THREADS, len(stepping)))) as pool:
+            for done in [pool.submit(self._step_env, *args) for args in stepping]:
+                done.result()  # in order: the first ToolError (on_tool_error=raise) is raised
 
     def _step_env(self, t: Trajectory, tokens: list[int], index: int) -> None:
         try:
