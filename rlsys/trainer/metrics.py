@@ -89,7 +89,8 @@ class MetricsWriter:
             from tqdm import tqdm
 
             tqdm.write(f"step {step}: val/score={metrics['val/score']:.4f}" + "".join(
-                f" {k}={metrics[k]:.4g}" for k in ("critic/score/mean", "actor/pg_loss", "timing_s/step") if k in metrics))
+                f" {k}={metrics[k]:.4g}" for k in ("critic/score/mean", "actor/pg_loss", "timing_s/step", "val/multi_turn/tool_call_rate",
+                          "val/multi_turn/turns_mean") if k in metrics))
 
     def close(self) -> None:
         if self.jsonl:
