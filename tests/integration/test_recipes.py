@@ -138,7 +138,7 @@ def test_loggers_and_reward_curve_at_every_save(tmp_path, colocate_run):
     assert (run_dir / "reward_curve.png").stat().st_size > 0
     assert [p.name for p in sorted((run_dir / "checkpoints").iterdir())] == ["global_step_1", "global_step_2"]
     assert (run_dir / "checkpoints" / "global_step_2" / "COMPLETE").exists()
-    proc = run_main(tmp_path / "bad", "+recipe=grpo", "trainer.logger=[jsonl,tensorbored]")
+    proc = run_main(tmp_path / "bad", "+recipe=grpo", "trainer.logger=[jsonl,tensorbored]", "rollout.name=hf")
     assert proc.returncode != 0 and "tensorbored" in proc.stderr
 
 
