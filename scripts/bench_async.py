@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PHASES = ("reward", "old_log_prob", "ref", "adv", "update_actor")
 # Generation and training comparable on a 2-core CPU: no KL loss (no reference phase) and the
 # rollout's log-probs as the old ones (no old-log-prob phase) leave reward + update, about as
-# long as generation. Split placement on CPU gives each side a process; here also a core of
+# long as generation, and one optimizer step per batch (actor.ppo_mini_batch_size = the 64
+# sequences of a step; the recipe's 32 gives two). Split placement on CPU gives each side a process; here also a core of
 # its own (the engine's OpenMP threads bound to core 1 via VLLM_CPU_OMP_THREADS_BIND, the
 # trainer's one Ray-default OpenMP thread left the other), the CPU analog of split devices.
 WORKLOAD = ("+recipe=grpo", "placement=split", "actor.use_kl_loss=false",
             "algorithm.rollout_correction.use_rollout_log_probs_as_old=true",
-            "trainer.test_freq=0", "trainer.val_before_train=false")
+            "actor.ppo_mini_batch_size=64", "trainer.test_freq=0", "trainer.val_before_train=false")
 ENV = {"VLLM_CPU_OMP_THREADS_BIND": "1"}
 
 
