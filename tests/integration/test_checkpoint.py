@@ -40,7 +40,17 @@ def start_run(run_dir: Path, *overrides: str, env_extra: dict) -> subprocess.Pop
     cmd = [sys.executable, "-m", "rlsys.main", f"hydra.run.dir={run_dir}", *overrides]
     env = dict(os.environ, PYTHONUNBUFFERED="1", **env_extra)
     log = open(run_dir / "driver.log", "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # SIGINT back to its default in the run: a shell starts background jobs with it ignored, which
+    # the run would inherit (Python then installs no KeyboardInterrupt handler), and the
+    # interrupt tests send it.
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def session_processes(sid: int) -> list[psutil.Process]:
