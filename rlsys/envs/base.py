@@ -17,11 +17,10 @@ tokenised once and appended to the trajectory (trained on with response_mask 0);
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from rlsys.config.objects import load_object  # noqa: F401 -- re-exported: `from rlsys.envs import load_object`
 
 
 @dataclass(frozen=True)
@@ -48,25 +47,3 @@ class Environment:
     def step(self, turn_text: str) -> StepResult:
         """React to one model turn (its text only)."""
         raise NotImplementedError
-
-
-def load_object(spec: str, key: str) -> Any:
-    """The object at `package.module:name` or `path/to/file.py:name`; ValueError naming `key`."""
-    if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"{key}={spec!r}: expected 'package.module:name' or 'file.py:name'")
-    target, name = spec.rsplit(":", 1)
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.exists():
-            raise ValueError(f"{key}={spec!r}: file {path} does not exist")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ValueError(f"{key}={spec!r}: cannot import {target} ({exc})") from exc
-    if not hasattr(module, name):
-        raise ValueError(f"{key}={spec!r}: {target} has no attribute {name!r}")
-    return getattr(module, name)
