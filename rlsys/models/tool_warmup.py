@@ -19,9 +19,6 @@ directory renamed to `$RLSYS_CACHE/tiny-calc-v1-seed<seed>`; later calls return 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +39,8 @@ from rlsys.envs.calculator import (
 )
 from rlsys.envs.tool_env import ToolEnv
 from rlsys.models.tiny import build_tiny_model, save_model_dir
-from rlsys.models.warmup import DONE_FILE, WarmupConfig, default_cache_root, lr_factor, single_torch_thread
+from rlsys.models.warmup import (DONE_FILE, WarmupConfig, build_once, default_cache_root, is_complete, lr_factor,
+                                 single_torch_thread)
 
 MODEL_NAME = "tiny-calc-v1"
 
@@ -164,14 +162,6 @@ def train_tool_model(out_dir: str | Path, seed: int = 0, config: ToolWarmupConfi
     return stats
 
 
-def is_complete(model_dir: Path, config: ToolWarmupConfig, seed: int) -> bool:
-    try:
-        stats = json.loads((model_dir / DONE_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return stats.get("warmup") == asdict(config) and stats.get("seed") == seed and stats.get("model") == MODEL_NAME
-
-
 def ensure_tool_model(cache_dir: str | Path | None = None, seed: int = 0,
                       config: ToolWarmupConfig | None = None) -> Path:
     """Path of `<cache_dir>/tiny-calc-v1-seed<seed>`, trained first unless a complete copy of
@@ -179,24 +169,10 @@ def ensure_tool_model(cache_dir: str | Path | None = None, seed: int = 0,
     config = config or ToolWarmupConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     target = root / f"{MODEL_NAME}-seed{seed}"
-    if is_complete(target, config, seed):
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    try:
-        print(f"rlsys: building {target} (tool-use warm-up, once)", flush=True)
-        stats = train_tool_model(tmp, seed, config)
-        tmp.chmod(0o755)
-        if target.exists() and not is_complete(target, config, seed):
-            shutil.rmtree(target)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not is_complete(target, config, seed):
-                raise
+    stats = build_once(target, lambda d: is_complete(d, config, seed, MODEL_NAME),
+                       lambda d: train_tool_model(d, seed, config), "tool-use warm-up")
+    if stats is not None:
         print(f"rlsys: tool warm-up took {stats['warmup_time_s']} s; greedy val accuracy "
               f"{stats['val_greedy_accuracy']:.3f}, tool-call rate greedy {stats['val_greedy_tool_call_rate']:.3f} "
               f"/ sampled {stats['val_sampled_tool_call_rate']:.3f}", flush=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

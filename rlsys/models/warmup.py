@@ -335,13 +335,14 @@ def train_base_model(out_dir: str | Path, seed: int = 0, config: WarmupConfig | 
     return stats
 
 
-def is_complete(model_dir: Path, config: WarmupConfig, seed: int) -> bool:
-    """True if `model_dir` holds a finished warm-up made with this exact recipe and seed."""
+def is_complete(model_dir: Path, config, seed: int, model_name: str = MODEL_NAME) -> bool:
+    """True if `model_dir` holds a finished warm-up of `model_name` made with this exact recipe
+    (a dataclass) and seed."""
     try:
         stats = json.loads((model_dir / DONE_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return stats.get("warmup") == asdict(config) and stats.get("seed") == seed and stats.get("model") == MODEL_NAME
+    return stats.get("warmup") == asdict(config) and stats.get("seed") == seed and stats.get("model") == model_name
 
 
 def _remove_stale_temporaries(root: Path, name: str, max_age_s: float = 3600.0) -> None:
@@ -365,24 +366,37 @@ def ensure_base_model(
     config = config or WarmupConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     target = root / f"{MODEL_NAME}-seed{seed}"
-    if is_complete(target, config, seed):
-        return target
+    stats = build_once(target, lambda d: is_complete(d, config, seed), lambda d: train_base_model(d, seed, config),
+                       "supervised warm-up")
+    if stats is not None:
+        print(f"rlsys: warm-up took {stats['warmup_time_s']} s; base model greedy val accuracy "
+              f"{stats['val_greedy_accuracy']:.3f}", flush=True)
+    return target
+
+
+def build_once(target: Path, complete: Callable[[Path], bool], build: Callable[[Path], dict], what: str) -> dict | None:
+    """Make the model directory `target` with `build(dir) -> stats` unless `complete(target)`.
+
+    `build` writes into a temporary sibling that is renamed into place, so a crash never leaves
+    a half-written model; if another process finished first, its copy is kept. Temporaries of
+    killed builders are removed. Returns the stats, or None when `target` was already complete."""
+    if complete(target):
+        return None
+    root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(root, target.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
-        print(f"rlsys: building {target} (supervised warm-up, once)", flush=True)
-        stats = train_base_model(tmp, seed, config)
+        print(f"rlsys: building {target} ({what}, once)", flush=True)
+        stats = build(tmp)
         tmp.chmod(0o755)
-        if target.exists() and not is_complete(target, config, seed):
+        if target.exists() and not complete(target):
             shutil.rmtree(target)  # partial or older-recipe leftover
         try:
             os.rename(tmp, target)
         except OSError:
-            if not is_complete(target, config, seed):
+            if not complete(target):
                 raise
-        print(f"rlsys: warm-up took {stats['warmup_time_s']} s; base model greedy val accuracy "
-              f"{stats['val_greedy_accuracy']:.3f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return stats
