@@ -17,8 +17,8 @@ median step time over the row's.
 Models: on CPU by default the embedded warmed-up model (`builtin:tiny-arith`, which stops on
 its own). With `--shape NAME` (rlsys.models.shapes) a random-weight model of that shape is
 built (bf16, context >= prompt + response length) and its EOS row biased
-(rlsys.models.stopping) so that EOS has per-token probability 1 / --mean-response-length:
-lengths vary with a long tail, truncated at --max-response-length. The directory is cached
+(rlsys.models.stopping) so that the mean length of the per-sequence geometric mixture,
+truncated at --max-response-length, is --mean-response-length: lengths vary with a long tail. The directory is cached
 under --work-dir, so "before" and "after" runs (`--rlsys-root OTHER_CHECKOUT`: the trainer
 runs from there) use the same weights.
 
@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-response-length", type=int, default=None,
                    help=f"default: 1024 with --shape, 8 (the trainer's default) with {BUILTIN}")
     p.add_argument("--mean-response-length", type=float, default=300.0,
-                   help="with --shape: EOS probability per token = 1 / this")
+                   help="with --shape: the EOS bias's fitted mean response length")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--engines", default=None, help="comma-separated rollout.name values (cpu default: vllm,hf; "
                    "cuda default: vllm)")
@@ -137,8 +137,7 @@ def prepare_model(args) -> str:
     if args.shape not in QWEN2_SHAPES:
         raise ValueError(f"--shape {args.shape!r} unknown; choose from {sorted(QWEN2_SHAPES)}")
     positions = args.max_prompt_length + args.max_response_length + 8
-    target_p = 1.0 / args.mean_response_length
-    model_dir = args.work_dir / f"{args.shape}-pos{positions}-p{target_p:.5f}"
+    model_dir = args.work_dir / f"{args.shape}-pos{positions}-len{args.mean_response_length:g}-of{args.max_response_length}"
     marker = model_dir / BIAS_FILE
     if marker.exists():
         print(f"model: cached {model_dir} {json.loads(marker.read_text())}", flush=True)
@@ -147,7 +146,8 @@ def prepare_model(args) -> str:
     start = time.perf_counter()
     build_tiny_model_dir(model_dir, 0, dtype="bfloat16",
                          **{**QWEN2_SHAPES[args.shape], "max_position_embeddings": positions})
-    result = bias_eos_in_dir(model_dir, target_p, device=args.device, length=min(positions, 256))
+    result = bias_eos_in_dir(model_dir, None, device=args.device, length=min(positions, 256),
+                             target_mean_length=args.mean_response_length, max_length=args.max_response_length)
     print(f"model: built {model_dir} in {time.perf_counter() - start:.0f} s; EOS bias {result}", flush=True)
     return str(model_dir)
 

@@ -11,7 +11,7 @@ token mean of log-probs times random advantages, with the entropy computed as th
 Printed per variant: seconds, real tokens/s, TFLOP/s = 6 x N x real tokens / time (N: matmul
 parameters, tied head counted once, attention FLOPs not counted), MFU against the GPU's bf16
 peak, and the speedup in real tokens/s over the first row (the session-5 settings, measured in
-the same run). `--profile` adds torch.profiler's top kernels for the baseline and the best variant.
+the same run). `--profile` adds torch.profiler's top kernels and device-busy share for the session-6 default.
 
     python scripts/bench_update_kernels.py --device cuda --shape qwen2.5-1.5b --profile
     python scripts/bench_update_kernels.py --device cpu --shape tiny --tokens-per-micro 2048
@@ -28,15 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # name -> settings; the first row is the baseline the speedup column divides by. Each variant
 # draws its own batch (new micro-batch widths, as every training step meets).
+BASE = dict(mask=False, flash=True, reshard=False, chunk=4096, compile=True, sync=True, tokens=None, fsdp=True)
 VARIANTS = {
     "session-5 code: padding mask, SDPA default order, reshard, eager": dict(
-        mask=True, flash=False, reshard=None, chunk=1024, compile=False),
-    "no mask, flash first, no reshard, eager": dict(mask=False, flash=True, reshard=False, chunk=1024, compile=False),
-    "no mask, SDPA default order, no reshard, eager": dict(
-        mask=False, flash=False, reshard=False, chunk=1024, compile=False),
-    "no mask, flash first, no reshard, torch.compile (new default)": dict(
-        mask=False, flash=True, reshard=False, chunk=1024, compile=True),
-    "new default, chunk 4096": dict(mask=False, flash=True, reshard=False, chunk=4096, compile=True),
+        BASE, mask=True, flash=False, reshard=None, chunk=1024, compile=False),
+    "no mask, flash first, no reshard, eager": dict(BASE, compile=False),
+    "no mask, flash first, no reshard, torch.compile, chunk 4096 (session-6 default)": dict(BASE),
+    "the same, no metric read per micro-batch": dict(BASE, sync=False),
+    "the same, micro-batches of 2x the tokens": dict(BASE, sync=False, tokens=2.0),
+    "the same, no FSDP (plain bf16 module: the sharding's cost)": dict(BASE, sync=False, fsdp=False),
 }
 
 
@@ -92,12 +92,15 @@ def build_scorer(args, settings, device):
         model_utils.enable_gradient_checkpointing(model)
     model.train()
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if not settings["fsdp"]:
+        model.to(compute)
     if settings["compile"]:
         model_utils.compile_decoder_layers(model)
     scorer = ResponseScorer(model, settings["chunk"], mask_padding=settings["mask"], compiled=settings["compile"],
                             flash_first=settings["flash"])
-    scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(torch.float32, compute),
-                                     reshard_after_forward=settings["reshard"])
+    if settings["fsdp"]:
+        scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(torch.float32, compute),
+                                         reshard_after_forward=settings["reshard"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
     return model, scorer, optimizer
 
@@ -109,7 +112,9 @@ def run_variant(args, settings, batch, device, profile=False):
 
     ids, mask, response_length = batch
     model, scorer, optimizer = build_scorer(args, settings, device)
-    parts = micro_partitions(mask, 0, args.tokens_per_micro)[: args.micro_batches + 1]
+    tokens = int(args.tokens_per_micro * (settings["tokens"] or 1.0))
+    micro_batches = max(1, round(args.micro_batches * args.tokens_per_micro / tokens))
+    parts = micro_partitions(mask, 0, tokens)[: micro_batches + 1]
     micro = [(ids[r].to(device), mask[r].to(device)) for r in parts]
     advantages = [torch.randn(len(r), response_length, device=device) for r in parts]
 
@@ -122,7 +127,8 @@ def run_variant(args, settings, batch, device, profile=False):
             a = adv[:, : valid.shape[1]]
             loss = -(log_probs * a * valid).sum() / valid.sum() - 0.0 * (entropy * valid).sum() / valid.sum()
             loss.backward()
-            loss.detach().item()  # the update loop reads its metrics every micro-batch
+            if settings["sync"]:
+                loss.detach().item()  # the session-6 update loop read its metrics every micro-batch
             real += int(m_mask.sum())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -147,18 +153,30 @@ def run_variant(args, settings, batch, device, profile=False):
         from torch.profiler import ProfilerActivity, profile as torch_profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        profile_start = time.perf_counter()
         with torch_profile(activities=activities) as prof:
             step(timed[:2])
             if device.type == "cuda":
                 torch.cuda.synchronize()
-        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-        table = prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60)
+        table = profile_summary(prof, device, time.perf_counter() - profile_start)
     computed = sum(int(m.shape[0]) * int(pack_micro_batch(i, m, response_length).input_ids.shape[1])
                    for (i, m) in micro[1:])
     del model, scorer, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return dict(seconds=seconds, real=real, computed=computed, peak=peak, warmup=warmup_s), table
+
+
+def profile_summary(prof, device, wall_s: float) -> str:
+    """Top operators by self device time, and how busy the device was over the profiled wall time."""
+    events = prof.key_averages()
+    if device.type != "cuda":
+        return events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70)
+    def self_device_us(e):
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+    busy_s = sum(self_device_us(e) for e in events) / 1e6
+    table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
+    return f"device busy {busy_s:.3f} s of {wall_s:.3f} s wall ({busy_s / wall_s:.0%}; kernels only)\n{table}"
 
 
 def main(argv=None) -> int:
@@ -185,8 +203,8 @@ def main(argv=None) -> int:
     rows, tables = [], {}
     for index, (name, settings) in enumerate(chosen.items()):
         batch = draw_batch(args, shape["vocab_size"], torch.Generator().manual_seed(index))
-        result, table = run_variant(args, settings, batch, device, profile=args.profile and name in (
-            next(iter(chosen)), "no mask, flash first, no reshard, torch.compile (new default)"))
+        result, table = run_variant(args, settings, batch, device,
+                                    profile=args.profile and settings == BASE)
         rows.append((name, result))
         if table:
             tables[name] = table

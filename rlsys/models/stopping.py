@@ -9,8 +9,11 @@ that the mean per-token EOS probability at temperature 1 is `target_p`. Generati
 after a roughly geometric number of tokens (mean 1/p, long tail), truncated at the max
 length L: mean (1 - (1 - p)^L) / p. Caveat, measured on random models: much of the spread
 of the EOS logit is per sequence (each sequence's hidden states share a component), so lengths
-are a mixture of geometric ones and their mean exceeds 1/p; callers report the achieved
-length. Only the EOS row changes; EOS never occurs inside the
+are a mixture of geometric ones and their mean exceeds 1/p (on the Qwen2.5-1.5B shape,
+p = 1/60 gave a mean of ~610 at L = 1024). `target_mean_length` fits that mixture instead:
+c such that the mean over sample sequences i of (1 - (1 - p_i)^L) / p_i is the asked mean,
+p_i = sequence i's mean EOS probability. Callers still report the achieved length. Only the
+EOS row changes; EOS never occurs inside the
 sample inputs, so the hidden states (and the other logits) do not depend on `c`.
 
     from rlsys.models.stopping import bias_eos_in_dir
@@ -58,13 +61,28 @@ def mean_eos_probability(log_z_other: torch.Tensor, eos_logits: torch.Tensor) ->
 
 
 @torch.no_grad()
-def bias_eos_row(model, eos_token_id: int, target_p: float, input_ids: torch.Tensor,
-                 iterations: int = 60) -> dict:
+def mixture_mean_length(log_z_other: torch.Tensor, eos_logits: torch.Tensor, max_length: int) -> float:
+    """Mean truncated-geometric length over sequences, each at its own stop probability:
+    mean_i (1 - (1 - p_i)^L) / p_i, p_i = mean_t sigmoid(eos_it - log_z_it); inputs (seqs, tokens)."""
+    p = torch.sigmoid(eos_logits - log_z_other).mean(-1).double().clamp(min=1e-12)
+    return float(((1.0 - (1.0 - p) ** max_length) / p).mean())
+
+
+@torch.no_grad()
+def bias_eos_row(model, eos_token_id: int, target_p: float | None, input_ids: torch.Tensor,
+                 iterations: int = 60, target_mean_length: float | None = None,
+                 max_length: int | None = None) -> dict:
     """Set the EOS row of `model`'s output head to c * u with mean EOS probability `target_p`
     on `input_ids` (num_sequences, length), which must not contain EOS: u from the first half of
-    the sequences, c fitted on the second. Returns {"scale", "target_p", "achieved_p"}, achieved_p
-    measured on the second half by a real forward after the (dtype-rounded) row is written."""
-    if not 0.0 < target_p < 1.0:
+    the sequences, c fitted on the second. Or, with `target_mean_length` (and `max_length`, the
+    truncation L), fit c to that mean length of the per-sequence mixture (`mixture_mean_length`).
+    Returns {"scale", "target_p", "achieved_p"} (+ "target_mean_length", "fitted_mean_length"),
+    achieved_p measured on the second half by a real forward after the (dtype-rounded) row is written."""
+    if target_mean_length is not None:
+        if max_length is None or not 1.0 <= target_mean_length <= max_length:
+            raise ValueError(f"target_mean_length={target_mean_length} needs max_length >= it (got {max_length})")
+        target_p = 1.0 / target_mean_length  # only the starting bracket and the report
+    if target_p is None or not 0.0 < target_p < 1.0:
         raise ValueError(f"target_p={target_p} must be in (0, 1)")
     if bool((input_ids == eos_token_id).any()):
         raise ValueError("input_ids contain the EOS token: its embedding would depend on the scale")
@@ -81,8 +99,16 @@ def bias_eos_row(model, eos_token_id: int, target_p: float, input_ids: torch.Ten
     log_z_other = torch.logsumexp(hidden @ head[keep].float().T, dim=-1)  # (tokens,)
     projection = hidden @ direction  # (tokens,): the EOS logit per unit of scale
 
-    def p_at(scale: float) -> float:
-        return mean_eos_probability(log_z_other, scale * projection)
+    if target_mean_length is None:
+        def p_at(scale: float) -> float:
+            return mean_eos_probability(log_z_other, scale * projection)
+    else:  # a longer mean length is a lower probability: bisect on 1 / length, increasing in c
+        rows = held_out.shape[0]
+
+        def p_at(scale: float) -> float:
+            return 1.0 / mixture_mean_length(log_z_other.view(rows, -1), scale * projection.view(rows, -1),
+                                             max_length)
+        target_p = 1.0 / target_mean_length
 
     low, high = 0.0, 1.0
     while p_at(high) < target_p:
@@ -97,13 +123,18 @@ def bias_eos_row(model, eos_token_id: int, target_p: float, input_ids: torch.Ten
     device = next(model.parameters()).device
     logits = model(input_ids=held_out.to(device)).logits.float()
     achieved = float(torch.softmax(logits, dim=-1)[..., eos_token_id].mean())
-    return {"scale": scale, "target_p": target_p, "achieved_p": achieved}
+    result = {"scale": scale, "target_p": target_p, "achieved_p": achieved}
+    if target_mean_length is not None:
+        result.update(target_p=None, target_mean_length=target_mean_length, max_length=max_length,
+                      fitted_mean_length=1.0 / p_at(scale))
+    return result
 
 
-def bias_eos_in_dir(model_dir: str | Path, target_p: float, device: str = "cpu", num_sequences: int = 64,
-                    length: int = 128, seed: int = 0) -> dict:
-    """Load the HF model in `model_dir` (cuda: bf16; cpu: fp32), bias its EOS row to `target_p`,
-    save it back in the directory's dtype and write the result to `<model_dir>/eos_bias.json`."""
+def bias_eos_in_dir(model_dir: str | Path, target_p: float | None, device: str = "cpu", num_sequences: int = 64,
+                    length: int = 128, seed: int = 0, target_mean_length: float | None = None,
+                    max_length: int | None = None) -> dict:
+    """Load the HF model in `model_dir` (cuda: bf16; cpu: fp32), bias its EOS row to `target_p`
+    (or to `target_mean_length` at truncation `max_length`: `bias_eos_row`), save it back in the directory's dtype and write the result to `<model_dir>/eos_bias.json`."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model_dir = Path(model_dir)
@@ -116,7 +147,8 @@ def bias_eos_in_dir(model_dir: str | Path, target_p: float, device: str = "cpu",
     specials = {t for t in (config.eos_token_id, config.pad_token_id, config.bos_token_id) if isinstance(t, int)}
     ids = sample_input_ids(config.vocab_size, num_sequences, min(length, config.max_position_embeddings),
                            specials, seed)
-    result = bias_eos_row(model, eos, target_p, ids)
+    result = bias_eos_row(model, eos, target_p, ids, target_mean_length=target_mean_length,
+                          max_length=max_length)
     model.to(saved_dtype).save_pretrained(model_dir, safe_serialization=True)
     (model_dir / BIAS_FILE).write_text(json.dumps(result, indent=2))
     del model

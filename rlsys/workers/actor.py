@@ -69,16 +69,18 @@ class ActorWorker(Worker, PolicyModelMixin):
         )
         entropy_loss = agg_loss(entropy, mask, cfg.loss_agg_mode)
         loss = pg_loss - cfg.entropy_coeff * entropy_loss
-        stats = {"actor/pg_loss": pg_loss.item(), "actor/pg_clipfrac": float(clipfrac),
-                 "actor/ppo_kl": float(ppo_kl), "actor/pg_clipfrac_lower": float(clipfrac_lower),
-                 "actor/entropy": entropy_loss.item(), "num_computed_tokens": num_computed}
+        # metrics stay on the device (0-dim tensors), read once per update: a read here would
+        # make the host wait for every micro-batch's forward before launching its backward
+        stats = {"actor/pg_loss": pg_loss, "actor/pg_clipfrac": clipfrac, "actor/ppo_kl": ppo_kl,
+                 "actor/pg_clipfrac_lower": clipfrac_lower, "actor/entropy": entropy_loss}
         if token_weights is not None:
-            stats["rollout_corr/tis_weight_mean"] = float((token_weights * mask).sum() / mask.sum().clamp(min=1))
+            stats["rollout_corr/tis_weight_mean"] = (token_weights * mask).sum() / mask.sum().clamp(min=1)
         if cfg.use_kl_loss:
             kl = agg_loss(kl_penalty(log_prob, batch["ref_log_prob"], cfg.kl_loss_type), mask, cfg.loss_agg_mode)
             loss = loss + cfg.kl_loss_coef * kl
-            stats["actor/kl_loss"] = kl.item()
-        return loss, stats
+            stats["actor/kl_loss"] = kl
+        return loss, {k: torch.as_tensor(v, dtype=torch.float32, device=self.device).detach()
+                      for k, v in stats.items()}, num_computed
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict:
@@ -86,8 +88,9 @@ class ActorWorker(Worker, PolicyModelMixin):
         data = data.to(self.device)
         response_length = data.batch["responses"].shape[1]
         mini_per_rank = cfg.ppo_mini_batch_size // self.world_size
-        metrics = defaultdict(list)
-        num_computed = num_real = 0
+        metrics = defaultdict(list)  # name -> per-micro-batch 0-dim device tensors
+        num_computed, num_real = 0, torch.zeros((), dtype=torch.long, device=self.device)
+        grad_norms = []
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_per_rank):
                 parts = micro_partitions(mini.batch["attention_mask"], cfg.micro_batch_size_per_rank,
@@ -95,11 +98,11 @@ class ActorWorker(Worker, PolicyModelMixin):
                 self.optimizer.zero_grad(set_to_none=True)
                 for rows in parts:
                     micro = mini[rows]
-                    loss, stats = self._micro_loss(micro, response_length)
+                    loss, stats, computed = self._micro_loss(micro, response_length)
                     weight = micro_batch_weight(micro.batch["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
                     (loss * weight).backward()
-                    num_computed += stats.pop("num_computed_tokens")
-                    num_real += int(micro.batch["attention_mask"].sum())
+                    num_computed += computed
+                    num_real += micro.batch["attention_mask"].sum()
                     for k, v in stats.items():
                         metrics[k].append(v)
                 grad_norm = model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip)
@@ -109,10 +112,14 @@ class ActorWorker(Worker, PolicyModelMixin):
                         f"on rank {self.rank}"
                     )
                 self.optimizer.step()
-                metrics["actor/grad_norm"].append(grad_norm)
+                grad_norms.append(grad_norm)
         self.lr_scheduler.step()
         self.num_updates += 1
-        out = {k: sum(v) / len(v) for k, v in metrics.items()}
+        names = list(metrics)
+        means = torch.stack([torch.stack(metrics[k]).mean() for k in names]).tolist() if names else []
+        out = dict(zip(names, means))
+        out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms)
+        num_real = int(num_real)
         out["actor/lr"] = self.lr_scheduler.get_last_lr()[0]
         out["perf/padding_ratio"] = num_computed / max(num_real, 1)  # tokens computed / real tokens
         out["perf/update_num_tokens"] = float(num_real)  # real tokens trained on this rank (all epochs)

@@ -142,10 +142,11 @@ def balanced_rank_order(lengths: torch.Tensor, num_ranks: int, seed: int = 0) ->
     return torch.cat(shuffled)
 
 
-def micro_batch_weight(micro_mask: torch.Tensor, mini_mask: torch.Tensor, loss_agg_mode: str) -> float:
+def micro_batch_weight(micro_mask: torch.Tensor, mini_mask: torch.Tensor, loss_agg_mode: str) -> torch.Tensor | float:
     """Share of its mini-batch's loss that a micro-batch carries, so the accumulated gradient
-    equals the mini-batch's whatever the partition: response tokens for token-mean, rows for
-    the seq-mean modes. Masks are (rows, R) response masks."""
+    equals the mini-batch's whatever the partition: response tokens for token-mean (a 0-dim
+    tensor on the masks' device: no host read), rows for the seq-mean modes. Masks are (rows, R)
+    response masks."""
     if loss_agg_mode == "token-mean":
-        return float(micro_mask.sum() / mini_mask.sum().clamp(min=1))
+        return micro_mask.sum().float() / mini_mask.sum().clamp(min=1)
     return micro_mask.shape[0] / mini_mask.shape[0]

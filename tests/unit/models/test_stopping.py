@@ -65,3 +65,44 @@ def test_bias_eos_in_dir_saves_and_sampled_lengths_match(tmp_path):
     # the module docstring), but the model now stops: unbiased, every row runs to max_new.
     assert mean < 0.75 * max_new
     assert int(lengths.max()) > int(lengths.min())  # lengths vary
+
+
+def test_mixture_mean_length_of_equal_sequences_is_the_geometric_mean():
+    from rlsys.models.stopping import mixture_mean_length
+
+    log_z = torch.zeros(3, 5)
+    eos = torch.full((3, 5), float(torch.logit(torch.tensor(0.01))))  # p = 0.01 everywhere
+    assert mixture_mean_length(log_z, eos, 1000) == pytest.approx(expected_length(0.01, 1000), rel=1e-4)
+    # two sequences at p = 0.5 and p = 0.001: the mean of their lengths, not the length of the mean p
+    eos2 = torch.logit(torch.tensor([[0.5], [0.001]]))
+    want = (expected_length(0.5, 100) + expected_length(0.001, 100)) / 2
+    assert mixture_mean_length(torch.zeros(2, 1), eos2, 100) == pytest.approx(want, rel=1e-4)
+
+
+def test_bias_to_mean_length_matches_sampled_lengths(tmp_path):
+    """Fitting the mean length of the per-sequence mixture lands the sampled mean near it
+    (measured 15.5 for 12 here), where fitting the per-token probability 1/12 overshoots
+    (measured 24.7: the per-sequence spread, module docstring)."""
+    from transformers import AutoModelForCausalLM
+
+    target, max_new = 12.0, 40
+    shape = {**QWEN2_SHAPES["tiny"], "max_position_embeddings": 128}
+    model_dir = build_tiny_model_dir(tmp_path / "m", 0, dtype="bfloat16", **shape)
+    result = bias_eos_in_dir(model_dir, None, num_sequences=64, length=48, target_mean_length=target,
+                             max_length=max_new)
+    assert result["fitted_mean_length"] == pytest.approx(target, rel=0.01)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompts = sample_input_ids(model.config.vocab_size, 128, 5, {0, 1, 2}, seed=3)
+    torch.manual_seed(0)
+    out = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True, temperature=1.0,
+                         top_k=0, top_p=1.0, max_new_tokens=max_new, eos_token_id=1, pad_token_id=0)
+    ended = (out[:, prompts.shape[1]:] == 1).int()
+    lengths = torch.where(ended.any(1), ended.argmax(1) + 1, torch.full((len(ended),), max_new))
+    assert 0.7 * target <= float(lengths.float().mean()) <= 1.4 * target
+
+
+def test_bias_to_mean_length_needs_max_length():
+    model, tokenizer = build_tiny_model(0, **QWEN2_SHAPES["tiny"])
+    ids = sample_input_ids(model.config.vocab_size, 4, 8, {0, 1, 2}, seed=0)
+    with pytest.raises(ValueError, match="max_length"):
+        bias_eos_row(model.eval(), tokenizer.eos_token_id, None, ids, target_mean_length=10.0)
