@@ -11,7 +11,7 @@ token mean of log-probs times random advantages, with the entropy computed as th
 Printed per variant: seconds, real tokens/s, TFLOP/s = 6 x N x real tokens / time (N: matmul
 parameters, tied head counted once, attention FLOPs not counted), MFU against the GPU's bf16
 peak, and the speedup in real tokens/s over the first row (the session-5 settings, measured in
-the same run). `--profile` adds torch.profiler's top kernels and device-busy share for the session-6 default.
+the same run). `--profile` adds torch.profiler's top kernels and device-busy share for the session-6 and new defaults.
 
     python scripts/bench_update_kernels.py --device cuda --shape qwen2.5-1.5b --profile
     python scripts/bench_update_kernels.py --device cpu --shape tiny --tokens-per-micro 2048
@@ -28,15 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # name -> settings; the first row is the baseline the speedup column divides by. Each variant
 # draws its own batch (new micro-batch widths, as every training step meets).
-BASE = dict(mask=False, flash=True, reshard=False, chunk=4096, compile=True, sync=True, tokens=None, fsdp=True)
+BASE = dict(mask=False, flash=True, reshard=False, chunk=4096, compile=True, sync=True, tokens=None, fsdp=True,
+            attention="sdpa", local_acc=False)
+NEW = dict(BASE, sync=False, attention="flash", local_acc=True)  # this session's defaults
 VARIANTS = {
     "session-5 code: padding mask, SDPA default order, reshard, eager": dict(
         BASE, mask=True, flash=False, reshard=None, chunk=1024, compile=False),
-    "no mask, flash first, no reshard, eager": dict(BASE, compile=False),
-    "no mask, flash first, no reshard, torch.compile, chunk 4096 (session-6 default)": dict(BASE),
-    "the same, no metric read per micro-batch": dict(BASE, sync=False),
-    "the same, micro-batches of 2x the tokens": dict(BASE, sync=False, tokens=2.0),
-    "the same, no FSDP (plain bf16 module: the sharding's cost)": dict(BASE, sync=False, fsdp=False),
+    "session-6 default: no mask, flash-first SDPA, no reshard, torch.compile, chunk 4096": dict(BASE),
+    "+ no metric read per micro-batch": dict(BASE, sync=False),
+    "+ flash attention forced, outside the compiled graph": dict(BASE, sync=False, attention="flash"),
+    "+ cuDNN attention forced, outside the compiled graph": dict(BASE, sync=False, attention="cudnn"),
+    "+ flash forced + one-rank local accumulation (new default)": dict(NEW),
+    "new default, micro-batches of 2x the tokens": dict(NEW, tokens=2.0),
+    "new default without FSDP (plain bf16 module: the sharding's cost)": dict(NEW, fsdp=False, local_acc=False),
 }
 
 
@@ -53,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--variants", default=None, help="comma-separated substrings of variant names")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     return p.parse_args(argv)
 
 
@@ -91,6 +96,9 @@ def build_scorer(args, settings, device):
     if args.gradient_checkpointing:
         model_utils.enable_gradient_checkpointing(model)
     model.train()
+    from rlsys.workers.attention import use_attention_backend
+
+    use_attention_backend(model, settings["attention"])
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     if not settings["fsdp"]:
         model.to(compute)
@@ -108,6 +116,7 @@ def build_scorer(args, settings, device):
 def run_variant(args, settings, batch, device, profile=False):
     import torch
 
+    from rlsys.workers import model_utils
     from rlsys.workers.micro_batches import micro_partitions, pack_micro_batch
 
     ids, mask, response_length = batch
@@ -120,7 +129,9 @@ def run_variant(args, settings, batch, device, profile=False):
 
     def step(mbs):
         real = 0
-        for (m_ids, m_mask), adv in mbs:
+        for index, ((m_ids, m_mask), adv) in enumerate(mbs):
+            if settings["local_acc"]:
+                model_utils.set_micro_batch_sync(scorer, last=index == len(mbs) - 1)
             packed = pack_micro_batch(m_ids, m_mask, response_length)
             log_probs, entropy = scorer(packed, 1.0, True)
             valid = packed.response_valid.float()
@@ -198,13 +209,15 @@ def main(argv=None) -> int:
 
         name = torch.cuda.get_device_name(0)
         peak = next((f for k, f in PEAK_BF16_FLOPS if k in name), None)
+    first = next(iter(VARIANTS))  # the baseline row always runs
     chosen = {k: v for k, v in VARIANTS.items()
-              if args.variants is None or k.startswith("baseline") or any(s in k for s in args.variants.split(","))}
+              if (device.type == "cuda" or v["attention"] in ("sdpa", "flash", "math"))  # CPU: no cuDNN
+              and (k == first or args.variants is None or any(s in k for s in args.variants.split(",")))}
     rows, tables = [], {}
     for index, (name, settings) in enumerate(chosen.items()):
         batch = draw_batch(args, shape["vocab_size"], torch.Generator().manual_seed(index))
         result, table = run_variant(args, settings, batch, device,
-                                    profile=args.profile and settings == BASE)
+                                    profile=args.profile and settings in (BASE, NEW))
         rows.append((name, result))
         if table:
             tables[name] = table
@@ -221,6 +234,10 @@ def main(argv=None) -> int:
         mfu = f"{tflops * 1e12 / peak:.1%}" if peak else "n/a"
         print(f"| {name} | {r['warmup']:.1f} | {r['seconds']:.3f} | {r['real'] / r['seconds']:.0f} | {r['computed'] / r['real']:.3f} | "
               f"{tflops:.1f} | {mfu} | {r['peak']:.1f} | {r['real'] / r['seconds'] / base:.2f}x |")
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps([dict(name=n, settings=VARIANTS[n], **r) for n, r in rows], indent=1))
     for name, table in tables.items():
         print(f"\nprofile: {name}\n{table}")
     return 0

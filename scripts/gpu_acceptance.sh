@@ -7,6 +7,8 @@
 #   bash scripts/gpu_acceptance.sh bench cuda_ipc|nccl|all # bench_weight_sync, 0.5B and 7B shapes
 #   bash scripts/gpu_acceptance.sh trainer_test  # the GPU-marked actor and trainer tests
 #   bash scripts/gpu_acceptance.sh bench15 before|after  # issue 11, 5b: 1.5B shape (OLD=.bench_old checkout)
+#   bash scripts/gpu_acceptance.sh kernels   # issue 11, 5b: bench_update_kernels (1.5B shape) + profile;
+#                                            # writes /tmp/rlsys_attention (the faster of flash / cuDNN)
 #   bash scripts/gpu_acceptance.sh base100m  # issue 11, 5a: warm up arith-100m on cuda into /tmp/arith100m (~2 min)
 #   bash scripts/gpu_acceptance.sh learn     # issue 11, 5a: GRPO on it, lr 1e-5; prints val/score per validation
 # base100m and learn are two calls so that learn gets a whole device command (10 min); learn
@@ -72,6 +74,19 @@ for line in open(sys.argv[1]):
               f"gain {r['val/score'] - first:+.3f}  train score {r.get('critic/score/mean', float('nan')):.3f}")
 PY
     ;;
+  kernels)
+    timeout ${KERNEL_TIMEOUT:-340} python3 scripts/bench_update_kernels.py --device cuda --shape qwen2.5-1.5b --profile \
+      --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1; echo "exit $?"
+    grep -v -i "warn" "$OUT/kernels.log" | grep -E "^\||^device busy|attention|aten::mm|^NVIDIA" | head -40
+    python3 - "$OUT/kernels.json" <<'PY'
+import json, sys
+rows = {r["settings"]["attention"]: r["real"] / r["seconds"] for r in json.load(open(sys.argv[1]))
+        if r["name"].startswith("+ ") and not r["settings"]["local_acc"] and r["settings"]["attention"] in ("flash", "cudnn")}
+best = "cudnn" if rows.get("cudnn", 0) > 1.03 * rows.get("flash", 0) else "flash"
+open("/tmp/rlsys_attention", "w").write(best)
+print("attention for bench15:", best, {k: round(v) for k, v in rows.items()})
+PY
+    ;;
   bench15)  # issue 11, 5b: 1.5B shape, 64 x 8, <= 1024 tokens: bench15 before|after (one device call each)
     OLD=${OLD:-.bench_old}  # "before": a checkout of the commit before issue 11 (git archive 662193c)
     # MEAN: the fitted mean response length of the EOS bias (rlsys.models.stopping); on tiny
@@ -83,8 +98,9 @@ PY
       timeout 560 python3 scripts/bench_train_step.py $common --rlsys-root "$OLD" --row "fixed:" \
         --out "$OUT/bench15_before.json" > "$OUT/bench15_before.log" 2>&1
     else
+      attention=$(cat /tmp/rlsys_attention 2>/dev/null || echo auto)
       timeout 560 python3 scripts/bench_train_step.py $common \
-        --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768}" \
+        --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768,actor.attention_backend=$attention}" \
         --out "$OUT/bench15_after.json" > "$OUT/bench15_after.log" 2>&1
     fi
     echo "exit $?"; grep -A6 "^| config" "$OUT/bench15_$2.log"; tail -4 "$OUT/bench15_$2.log" ;;

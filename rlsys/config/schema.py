@@ -102,6 +102,9 @@ class ActorConfig:
     logprob_chunk_size: int = 4096  # tokens per LM-head + log-softmax chunk (no (batch, seq, vocab) tensor)
     # torch.compile the decoder layers and LM-head chunks (actor and reference); null = on CUDA only
     use_torch_compile: Optional[bool] = None
+    # attention kernel of the trainer's decoder (actor and reference; rlsys.workers.attention):
+    # auto (flash on CUDA, HF's sdpa on CPU) | sdpa | flash | cudnn | efficient | math
+    attention_backend: str = "auto"
     ppo_epochs: int = 1
     clip_ratio_low: float = 0.2
     clip_ratio_high: float = 0.2

@@ -38,13 +38,16 @@ class ActorWorker(Worker, PolicyModelMixin):
         param_dtype, compute_dtype = model_utils.role_dtypes(cfg, self.device)
         self._load_policy(self.config, trainable=True, param_dtype=param_dtype, compute_dtype=compute_dtype,
                           gradient_checkpointing=cfg.gradient_checkpointing, chunk_size=cfg.logprob_chunk_size,
-                          compile_model=model_utils.use_torch_compile(cfg.use_torch_compile, self.device))
+                          compile_model=model_utils.use_torch_compile(cfg.use_torch_compile, self.device),
+                          attention_backend=cfg.attention_backend)
         self.serving_dtype = model_utils.resolve_dtype(self.config.model.dtype, self.device)
         self.cast_buffers: dict = {}  # serving-dtype copies of the master weights, kept across syncs
         self.optimizer, self.lr_scheduler = model_utils.build_optimizer(
             self.model, cfg.optim, self.config.trainer.total_steps
         )
         self.num_updates = 0
+        # one rank: accumulate micro-batch gradients unsharded (model_utils.set_micro_batch_sync)
+        self.local_accumulation = self.world_size == 1
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
@@ -96,8 +99,10 @@ class ActorWorker(Worker, PolicyModelMixin):
                 parts = micro_partitions(mini.batch["attention_mask"], cfg.micro_batch_size_per_rank,
                                          cfg.max_tokens_per_micro_batch)
                 self.optimizer.zero_grad(set_to_none=True)
-                for rows in parts:
+                for index, rows in enumerate(parts):
                     micro = mini[rows]
+                    if self.local_accumulation:
+                        model_utils.set_micro_batch_sync(self.scorer, last=index == len(parts) - 1)
                     loss, stats, computed = self._micro_loss(micro, response_length)
                     weight = micro_batch_weight(micro.batch["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
                     (loss * weight).backward()

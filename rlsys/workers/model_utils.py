@@ -105,6 +105,20 @@ def shard_model(model: torch.nn.Module, root: torch.nn.Module | None = None, mp_
     return root
 
 
+def set_micro_batch_sync(root: torch.nn.Module, last: bool) -> None:
+    """Gradient accumulation at one rank without FSDP2's per-micro-batch work.
+
+    At world size 1 a reduce-scatter is a copy and a re-gather is a re-cast of every weight, so
+    before each micro-batch's backward: `last=False` keeps the bf16 unsharded weights after
+    backward (no re-cast for the next forward) and accumulates gradients unsharded in FSDP2's
+    reduce dtype (fp32), skipping the reduce-scatter; `last=True` (the micro-batch before the
+    optimizer step) reduce-scatters the sum into the fp32 sharded gradients and reshards, so the
+    next forward casts the updated master weights. Costs one unsharded fp32 gradient copy.
+    Same gradient as syncing every micro-batch (fp32 sums of the same bf16 gradients)."""
+    root.set_requires_gradient_sync(last)
+    root.set_reshard_after_backward(last)
+
+
 def compile_decoder_layers(model: torch.nn.Module) -> None:
     """torch.compile each decoder layer's forward (dynamic shapes: micro-batch widths vary), so
     RMSNorm, rotary embeddings and the gated MLP's elementwise work fuse. Before sharding; the

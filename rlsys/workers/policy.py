@@ -11,6 +11,7 @@ import torch
 
 from rlsys.protocol import DataProto
 from rlsys.workers import model_utils
+from rlsys.workers.attention import resolve_backend, use_attention_backend
 from rlsys.workers.lm_head import ResponseScorer
 from rlsys.workers.micro_batches import micro_partitions, pack_micro_batch, unpack_response
 
@@ -20,11 +21,12 @@ class PolicyModelMixin:
 
     def _load_policy(self, config, trainable: bool, param_dtype: torch.dtype, compute_dtype: torch.dtype,
                      gradient_checkpointing: bool = False, chunk_size: int = 1024, shard: bool = True,
-                     compile_model: bool = False):
+                     compile_model: bool = False, attention_backend: str = "auto"):
         """Load the HF model in `param_dtype`, shard it (FSDP2, compute in `compute_dtype`);
         sets `self.model` (the HF model, for names and saving) and `self.scorer` (the root).
         `shard=False` keeps a plain module (one frozen copy needs no FSDP: no collectives).
         `compile_model`: torch.compile the decoder layers and the LM-head chunks.
+        `attention_backend`: `actor.attention_backend` (rlsys.workers.attention).
         At one rank, FSDP2 keeps each layer's compute-dtype copy from forward to backward
         (`reshard_after_forward=False`): resharding frees nothing there, it only re-casts."""
         from transformers import AutoModelForCausalLM
@@ -35,6 +37,7 @@ class PolicyModelMixin:
         torch.manual_seed(config.trainer.seed)
         model = AutoModelForCausalLM.from_pretrained(self.model_path, torch_dtype=param_dtype)
         model.to(self.device)
+        use_attention_backend(model, resolve_backend(attention_backend, self.device))
         if gradient_checkpointing:
             model_utils.enable_gradient_checkpointing(model)
         model.train(trainable)

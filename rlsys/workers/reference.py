@@ -25,7 +25,8 @@ class ReferenceWorker(Worker, PolicyModelMixin):
         # it beside the actor's old log-probs in the same process. Several: FSDP2 shards it.
         self._load_policy(self.config, trainable=False, param_dtype=dtype, compute_dtype=dtype,
                           chunk_size=self.config.actor.logprob_chunk_size, shard=self.world_size > 1,
-                          compile_model=model_utils.use_torch_compile(self.config.actor.use_torch_compile, device))
+                          compile_model=model_utils.use_torch_compile(self.config.actor.use_torch_compile, device),
+                          attention_backend=self.config.actor.attention_backend)
         self.model.eval()
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
