@@ -50,11 +50,9 @@ def check_config(config, cuda_available: bool) -> None:
     ref_budget = config.ref.max_tokens_per_micro_batch
     if ref_budget is not None and ref_budget <= 0:
         raise ValueError(f"ref.max_tokens_per_micro_batch={ref_budget} must be positive (or null)")
-    from rlsys.workers.attention import BACKENDS
+    from rlsys.workers.attention import check_backend_name
 
-    if config.actor.attention_backend not in ("auto", *BACKENDS):
-        raise ValueError(f"actor.attention_backend={config.actor.attention_backend!r}: expected auto or one of "
-                         f"{', '.join(BACKENDS)}")
+    check_backend_name(config.actor.attention_backend)
     if config.actor.logprob_chunk_size <= 0:
         raise ValueError(f"actor.logprob_chunk_size={config.actor.logprob_chunk_size} must be positive")
     if algo.rollout_correction.tis_cap is not None and not algo.rollout_correction.tis_cap > 0:

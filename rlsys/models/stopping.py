@@ -108,7 +108,6 @@ def bias_eos_row(model, eos_token_id: int, target_p: float | None, input_ids: to
         def p_at(scale: float) -> float:
             return 1.0 / mixture_mean_length(log_z_other.view(rows, -1), scale * projection.view(rows, -1),
                                              max_length)
-        target_p = 1.0 / target_mean_length
 
     low, high = 0.0, 1.0
     while p_at(high) < target_p:
@@ -134,7 +133,8 @@ def bias_eos_in_dir(model_dir: str | Path, target_p: float | None, device: str =
                     length: int = 128, seed: int = 0, target_mean_length: float | None = None,
                     max_length: int | None = None) -> dict:
     """Load the HF model in `model_dir` (cuda: bf16; cpu: fp32), bias its EOS row to `target_p`
-    (or to `target_mean_length` at truncation `max_length`: `bias_eos_row`), save it back in the directory's dtype and write the result to `<model_dir>/eos_bias.json`."""
+    (or to `target_mean_length` at truncation `max_length`: `bias_eos_row`), save it back in
+    the directory's dtype and write the result to `<model_dir>/eos_bias.json`."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model_dir = Path(model_dir)

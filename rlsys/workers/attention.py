@@ -23,12 +23,17 @@ import torch
 BACKENDS = ("sdpa", "flash", "cudnn", "efficient", "math")
 
 
+def check_backend_name(name: str) -> None:
+    """ValueError naming `actor.attention_backend` unless `name` is auto or one of BACKENDS."""
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"actor.attention_backend={name!r}: expected auto or one of {', '.join(BACKENDS)}")
+
+
 def resolve_backend(name: str, device: torch.device) -> str:
     """`auto` -> flash on CUDA, sdpa elsewhere; anything else must be one of BACKENDS."""
+    check_backend_name(name)
     if name == "auto":
         return "flash" if device.type == "cuda" else "sdpa"
-    if name not in BACKENDS:
-        raise ValueError(f"actor.attention_backend={name!r}: expected auto or one of {', '.join(BACKENDS)}")
     return name
 
 
@@ -43,6 +48,9 @@ def _repeat_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
     """(b, kv_heads, s, d) -> (b, kv_heads * groups, s, d), each kv head repeated `groups` times."""
     b, h, s, d = x.shape
     return x[:, :, None].expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
+
+
+_GQA: dict = {}  # (backend, device type) -> whether enable_gqa ran
 
 
 def causal_attention(query, key, value, backend: str, scale: float | None = None) -> torch.Tensor:
@@ -72,9 +80,6 @@ def causal_attention(query, key, value, backend: str, scale: float | None = None
                 f"{query.device.type} ({query.dtype}, shape {tuple(query.shape)}, head dim {query.shape[-1]}); "
                 "choose another backend or auto") from error
     return out.transpose(1, 2).contiguous()
-
-
-_GQA: dict = {}  # (backend, device type) -> whether enable_gqa ran
 
 
 def _hf_attention_fn(backend: str):
