@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # name -> settings; the first row is the baseline the speedup column divides by. Each variant
 # draws its own batch (new micro-batch widths, as every training step meets).
 BASE = dict(mask=False, flash=True, reshard=False, chunk=4096, compile=True, sync=True, tokens=None, fsdp=True,
-            attention="sdpa", local_acc=False)
+            attention="sdpa", local_acc=False, keep_logits=False)
 NEW = dict(BASE, sync=False, attention="flash", local_acc=True)  # this session's defaults
 VARIANTS = {
     "session-5 code: padding mask, SDPA default order, reshard, eager": dict(
@@ -40,6 +40,7 @@ VARIANTS = {
     "+ cuDNN attention forced, outside the compiled graph": dict(BASE, sync=False, attention="cudnn"),
     "+ flash forced + one-rank local accumulation (new default)": dict(NEW),
     "new default, micro-batches of 2x the tokens": dict(NEW, tokens=2.0),
+    "new default + LM-head logits kept for the backward (actor.logprob_keep_logits)": dict(NEW, keep_logits=True),
     "new default without FSDP (plain bf16 module: the sharding's cost)": dict(NEW, fsdp=False, local_acc=False),
 }
 
@@ -105,7 +106,7 @@ def build_scorer(args, settings, device):
     if settings["compile"]:
         model_utils.compile_decoder_layers(model)
     scorer = ResponseScorer(model, settings["chunk"], mask_padding=settings["mask"], compiled=settings["compile"],
-                            flash_first=settings["flash"])
+                            flash_first=settings["flash"], keep_logits=settings.get("keep_logits", False))
     if settings["fsdp"]:
         scorer = model_utils.shard_model(model, scorer, model_utils.mixed_precision(torch.float32, compute),
                                          reshard_after_forward=settings["reshard"])

@@ -8,7 +8,8 @@
 #   bash scripts/gpu_acceptance.sh trainer_test  # the GPU-marked actor and trainer tests
 #   bash scripts/gpu_acceptance.sh bench15 before|after  # issue 11, 5b: 1.5B shape (OLD=.bench_old checkout)
 #   bash scripts/gpu_acceptance.sh kernels   # issue 11, 5b: bench_update_kernels (1.5B shape) + profile;
-#                                            # writes /tmp/rlsys_attention (the faster of flash / cuDNN)
+#                                            # writes /tmp/rlsys_attention (cudnn if faster than flash, else auto)
+#                                            # and /tmp/rlsys_keep_logits (true if keeping the head's logits is faster)
 #   bash scripts/gpu_acceptance.sh base100m  # issue 11, 5a: warm up arith-100m on cuda into /tmp/arith100m (~2 min)
 #   bash scripts/gpu_acceptance.sh learn     # issue 11, 5a: GRPO on it, lr 1e-5; prints val/score per validation
 # base100m and learn are two calls so that learn gets a whole device command (10 min); learn
@@ -74,17 +75,22 @@ for line in open(sys.argv[1]):
               f"gain {r['val/score'] - first:+.3f}  train score {r.get('critic/score/mean', float('nan')):.3f}")
 PY
     ;;
-  kernels)
+  kernels)  # VARIANTS: bench_update_kernels --variants (default: all)
     timeout ${KERNEL_TIMEOUT:-340} python3 scripts/bench_update_kernels.py --device cuda --shape qwen2.5-1.5b --profile \
-      --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1; echo "exit $?"
+      ${VARIANTS:+--variants "$VARIANTS"} --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1; echo "exit $?"
     grep -v -i "warn" "$OUT/kernels.log" | grep -E "^\||^device busy|attention|aten::mm|^NVIDIA" | head -40
     python3 - "$OUT/kernels.json" <<'PY'
 import json, sys
-rows = {r["settings"]["attention"]: r["real"] / r["seconds"] for r in json.load(open(sys.argv[1]))
-        if r["name"].startswith("+ ") and not r["settings"]["local_acc"] and r["settings"]["attention"] in ("flash", "cudnn")}
-best = "cudnn" if rows.get("cudnn", 0) > 1.03 * rows.get("flash", 0) else "flash"
+rows = json.load(open(sys.argv[1]))
+speed = lambda pred: max((r["real"] / r["seconds"] for r in rows if pred(r["settings"], r["name"])), default=0)
+attn = {a: speed(lambda s, n, a=a: n.startswith("+ ") and not s["local_acc"] and s["attention"] == a) for a in ("flash", "cudnn")}
+best = "cudnn" if attn["cudnn"] > 1.03 * attn["flash"] > 0 else "auto"
+new = speed(lambda s, n: n.startswith("+ ") and s["local_acc"])
+kept = speed(lambda s, n: s.get("keep_logits") and s["tokens"] is None)
+keep = "true" if kept > 1.01 * new > 0 else "false"
 open("/tmp/rlsys_attention", "w").write(best)
-print("attention for bench15:", best, {k: round(v) for k, v in rows.items()})
+open("/tmp/rlsys_keep_logits", "w").write(keep)
+print("bench15 gets attention", best, "keep_logits", keep, {k: round(v) for k, v in attn.items()}, round(new), round(kept))
 PY
     ;;
   bench15)  # issue 11, 5b: 1.5B shape, 64 x 8, <= 1024 tokens: bench15 before|after (one device call each)
@@ -99,8 +105,9 @@ PY
         --out "$OUT/bench15_before.json" > "$OUT/bench15_before.log" 2>&1
     else
       attention=$(cat /tmp/rlsys_attention 2>/dev/null || echo auto)
+      keep=$(cat /tmp/rlsys_keep_logits 2>/dev/null || echo false)
       timeout 560 python3 scripts/bench_train_step.py $common \
-        --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768,actor.attention_backend=$attention}" \
+        --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768,actor.attention_backend=$attention,actor.logprob_keep_logits=$keep}" \
         --out "$OUT/bench15_after.json" > "$OUT/bench15_after.log" 2>&1
     fi
     echo "exit $?"; grep -A6 "^| config" "$OUT/bench15_$2.log"; tail -4 "$OUT/bench15_$2.log" ;;

@@ -100,6 +100,9 @@ class ActorConfig:
     compute_dtype: str = "auto"
     gradient_checkpointing: bool = False  # non-reentrant activation checkpointing of the decoder layers
     logprob_chunk_size: int = 4096  # tokens per LM-head + log-softmax chunk (no (batch, seq, vocab) tensor)
+    # the update's forward keeps the head's raw logits (tokens x vocab, compute dtype) for the
+    # backward instead of recomputing them: one LM-head matmul fewer for that memory
+    logprob_keep_logits: bool = False
     # torch.compile the decoder layers and LM-head chunks (actor and reference); null = on CUDA only
     use_torch_compile: Optional[bool] = None
     # attention kernel of the trainer's decoder (actor and reference; rlsys.workers.attention):

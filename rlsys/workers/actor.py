@@ -39,7 +39,7 @@ class ActorWorker(Worker, PolicyModelMixin):
         self._load_policy(self.config, trainable=True, param_dtype=param_dtype, compute_dtype=compute_dtype,
                           gradient_checkpointing=cfg.gradient_checkpointing, chunk_size=cfg.logprob_chunk_size,
                           compile_model=model_utils.use_torch_compile(cfg.use_torch_compile, self.device),
-                          attention_backend=cfg.attention_backend)
+                          attention_backend=cfg.attention_backend, keep_logits=cfg.logprob_keep_logits)
         self.serving_dtype = model_utils.resolve_dtype(self.config.model.dtype, self.device)
         self.cast_buffers: dict = {}  # serving-dtype copies of the master weights, kept across syncs
         self.optimizer, self.lr_scheduler = model_utils.build_optimizer(

@@ -21,12 +21,13 @@ class PolicyModelMixin:
 
     def _load_policy(self, config, trainable: bool, param_dtype: torch.dtype, compute_dtype: torch.dtype,
                      gradient_checkpointing: bool = False, chunk_size: int = 1024, shard: bool = True,
-                     compile_model: bool = False, attention_backend: str = "auto"):
+                     compile_model: bool = False, attention_backend: str = "auto", keep_logits: bool = False):
         """Load the HF model in `param_dtype`, shard it (FSDP2, compute in `compute_dtype`);
         sets `self.model` (the HF model, for names and saving) and `self.scorer` (the root).
         `shard=False` keeps a plain module (one frozen copy needs no FSDP: no collectives).
         `compile_model`: torch.compile the decoder layers and the LM-head chunks.
         `attention_backend`: `actor.attention_backend` (rlsys.workers.attention).
+        `keep_logits`: `actor.logprob_keep_logits` (rlsys.workers.lm_head.chunked_log_probs).
         At one rank, FSDP2 keeps each layer's compute-dtype copy from forward to backward
         (`reshard_after_forward=False`): resharding frees nothing there, it only re-casts."""
         from transformers import AutoModelForCausalLM
@@ -44,7 +45,7 @@ class PolicyModelMixin:
         model.requires_grad_(trainable)
         if compile_model:
             model_utils.compile_decoder_layers(model)
-        scorer = ResponseScorer(model, chunk_size, compiled=compile_model)
+        scorer = ResponseScorer(model, chunk_size, compiled=compile_model, keep_logits=keep_logits)
         self.model = model
         if shard:
             world = torch.distributed.get_world_size()

@@ -82,3 +82,26 @@ def test_compiled_chunks_equal_eager_and_skip_an_unused_entropy():
     (chunked_log_probs(h, w, targets, 0.7, 16)[0] * g_lp).sum().backward()
     torch.testing.assert_close(eager_no_ent[2], h.grad)  # unused entropy = no entropy at all
     assert not torch.allclose(eager_ent[2], eager_no_ent[2])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_kept_logits_give_the_recomputed_values_and_gradients(compiled):
+    """keep_logits=True (the backward reads the forward's raw logits) equals recomputing them,
+    in fp32 and in bf16, with and without the entropy term."""
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.bfloat16):
+        hidden = torch.randn(53, 16, generator=g).to(dtype)
+        weight = (torch.randn(90, 16, generator=g) * 0.5).to(dtype)
+        targets = torch.randint(0, 90, (53,), generator=g)
+        g_lp, g_ent = torch.randn(53, generator=g), torch.randn(53, generator=g)
+        for use_entropy in (True, False):
+            results = []
+            for keep in (False, True):
+                h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+                lp, ent = chunked_log_probs(h, w, targets, 0.7, 16, with_entropy=True, compiled=compiled,
+                                            keep_logits=keep)
+                ((lp * g_lp).sum() + ((ent * g_ent).sum() if use_entropy else 0)).backward()
+                results.append((lp.detach(), ent.detach(), h.grad, w.grad))
+            for a, b in zip(*results):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+            assert results[1][2].abs().sum() > 0
