@@ -28,6 +28,18 @@ from rlsys.trainer.timing import PhaseTimer
 from rlsys.workers.actor import NonFiniteLossError
 
 
+def compiles_trainer_code(config) -> bool:
+    """Whether the actor and reference run torch.compile'd code (`actor.use_torch_compile`;
+    null = on CUDA, with `trainer.device=auto` resolved as the launcher does)."""
+    import torch
+
+    from rlsys.workers.model_utils import use_torch_compile
+
+    device = config.trainer.device
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return use_torch_compile(config.actor.use_torch_compile, torch.device("cuda" if cuda else "cpu"))
+
+
 class RLTrainer:
     def __init__(self, config, roles: RoleGroups, train_loader, val_batch: DataProto, shapes: BatchShapes,
                  run_dir: Path, weight_sync, checkpoints=None):
@@ -115,10 +127,13 @@ class RLTrainer:
         on the 2-core CPU: old + ref 0.068 s in turn, 0.047 s together); returns a future of
         the DataProto, or None without a reference. Only with one training rank, where the
         reference is a plain module: with several, both roles' FSDP2 collectives would share
-        a process group from two threads, in an order the ranks need not agree on."""
+        a process group from two threads, in an order the ranks need not agree on. Not with
+        torch.compile either: dynamo's tracing flag is process-wide, and a thread that enters
+        a compiled function while the other compiles fails ("FX to symbolically trace a
+        dynamo-optimized function"; met on the H200)."""
         if self.roles.reference is None:
             return None
-        if self.shapes.num_ranks > 1:
+        if self.shapes.num_ranks > 1 or compiles_trainer_code(self.config):
             done: Future = Future()
             with timer.phase("ref"):
                 done.set_result(self.roles.reference.compute_ref_log_prob(batch))
