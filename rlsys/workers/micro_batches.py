@@ -4,8 +4,8 @@ Rollout batches are laid out `[left-padded prompt | right-padded response]`, wid
 A micro-batch is re-laid out right-padded and contiguous (prompt tokens, then response
 tokens) and trimmed to its own longest sequence, so a row costs its real length and the
 micro-batch costs rows x longest row. Token-budget partitioning (verl's `use_dynamic_bsz`)
-sorts sequences by real length and packs them so that this cost stays under
-`max_tokens_per_micro_batch`; the losses weight micro-batches by tokens (or sequences), so
+sorts sequences by real length and cuts them so that this cost stays under
+`max_tokens_per_micro_batch`, trading padding against the number of micro-batches; the losses weight micro-batches by tokens (or sequences), so
 the accumulated gradient does not depend on the partition.
 
 `balanced_rank_order` reorders a whole batch so that each data-parallel rank's contiguous
@@ -29,28 +29,47 @@ def fixed_partitions(num_rows: int, micro_batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + micro_batch_size, num_rows))) for i in range(0, num_rows, micro_batch_size)]
 
 
+# A micro-batch's fixed cost (launches, hooks, Python) in tokens of padding, as a fraction of
+# the budget: the packer adds a micro-batch only where it saves more padding than this.
+MICRO_BATCH_OVERHEAD = 1 / 8
+
+
 def token_budget_partitions(lengths: torch.Tensor, max_tokens: int) -> list[list[int]]:
-    """Greedy packing of rows sorted by length (longest first) into micro-batches whose padded
+    """Rows sorted by length (longest first), cut into consecutive micro-batches whose padded
     cost, rows x longest row, is at most `max_tokens`; a row longer than the budget goes alone.
 
-    lengths: (batch,) real tokens per row. Returns row indices per micro-batch, in the
-    original order inside each micro-batch."""
+    The cuts minimise  sum_k (n_k x L_k) + c x K  (padded tokens plus c = `max_tokens` x
+    MICRO_BATCH_OVERHEAD per micro-batch, K micro-batches), exactly, by dynamic programming
+    over the sorted rows: f[j] = min_i f[i] + (j - i) L_i + c over feasible [i, j), L sorted
+    descending. Filling each micro-batch greedily minimises K alone, and leaves the sparse long
+    tail padded (on RL lengths, mean 300 of <= 1024: ~1.15 computed per real token, against
+    ~1.11 here at ~2 more micro-batches).
+
+    lengths: (batch,) real tokens per row. Returns row indices per micro-batch, longest
+    micro-batch first, in the original order inside each."""
     if max_tokens <= 0:
         raise ValueError(f"max_tokens_per_micro_batch={max_tokens} must be positive")
-    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_lengths = lengths[order].double()
+    n = len(order)
+    overhead = max_tokens * MICRO_BATCH_OVERHEAD
+    best = torch.full((n + 1,), float("inf"), dtype=torch.float64)
+    best[0] = 0.0
+    cut = [0] * (n + 1)
+    first = 0  # the earliest feasible start of a micro-batch ending at j (never decreases)
+    for j in range(1, n + 1):
+        while first < j - 1 and (j - first) * float(sorted_lengths[first]) > max_tokens:
+            first += 1
+        starts = torch.arange(first, j)
+        costs = best[first:j] + (j - starts) * sorted_lengths[first:j] + overhead
+        k = int(torch.argmin(costs))
+        best[j], cut[j] = costs[k], first + k
     parts: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for row in order:
-        length = int(lengths[row])
-        if current and max(longest, length) * (len(current) + 1) > max_tokens:
-            parts.append(sorted(current))
-            current, longest = [], 0
-        current.append(row)
-        longest = max(longest, length)
-    if current:
-        parts.append(sorted(current))
-    return parts
+    j = n
+    while j > 0:
+        parts.append(sorted(order[cut[j]:j].tolist()))
+        j = cut[j]
+    return parts[::-1]
 
 
 def micro_partitions(attention_mask: torch.Tensor, micro_batch_size: int, max_tokens: int | None) -> list[list[int]]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rlsys.workers.micro_batches import (
+    MICRO_BATCH_OVERHEAD,
     balanced_rank_order,
     micro_partitions,
     pack_micro_batch,
@@ -25,6 +26,40 @@ def test_token_budget_respects_budget_and_covers_every_row_once():
     # sorted packing wastes little: padded cost within 15% of the real tokens here
     padded = sum(len(p) * int(lengths[p].max()) for p in parts)
     assert padded / int(lengths.sum()) < 1.15
+
+
+def _greedy(lengths, max_tokens):
+    """Fill each micro-batch in turn (longest first): the fewest micro-batches."""
+    parts, current, longest = [], [], 0
+    for row in torch.argsort(lengths, descending=True, stable=True).tolist():
+        if current and max(longest, int(lengths[row])) * (len(current) + 1) > max_tokens:
+            parts.append(current)
+            current, longest = [], 0
+        current.append(row)
+        longest = max(longest, int(lengths[row]))
+    return parts + [current]
+
+
+def _objective(lengths, parts, max_tokens):
+    overhead = max_tokens * MICRO_BATCH_OVERHEAD
+    return sum(len(p) * int(lengths[p].max()) + overhead for p in parts)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cost_aware_cuts_beat_greedy_filling_on_rl_lengths(seed):
+    """RL-like lengths (geometric responses, mean 300, clipped at 1024, short prompts) at a
+    16k budget: the DP's padded tokens + per-micro-batch overhead are never above greedy
+    filling's, and the padding falls from ~1.15 to at most 1.12."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(512, generator=g)
+    lengths = (1 + (-300 * torch.log1p(-u))).long().clamp(max=1024) + torch.randint(3, 10, (512,), generator=g)
+    parts, greedy = token_budget_partitions(lengths, 16384), _greedy(lengths, 16384)
+    assert sorted(r for p in parts for r in p) == list(range(512))
+    assert all(len(p) * int(lengths[p].max()) <= 16384 for p in parts)
+    assert _objective(lengths, parts, 16384) <= _objective(lengths, greedy, 16384)
+    padding = lambda ps: sum(len(p) * int(lengths[p].max()) for p in ps) / int(lengths.sum())
+    assert padding(greedy) > 1.12 >= padding(parts)
+    assert len(parts) <= len(greedy) + 3
 
 
 def test_row_longer_than_budget_goes_alone_and_bad_budget_fails():
