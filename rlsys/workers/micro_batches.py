@@ -49,6 +49,7 @@ def token_budget_partitions(lengths: torch.Tensor, max_tokens: int) -> list[list
     micro-batch first, in the original order inside each."""
     if max_tokens <= 0:
         raise ValueError(f"max_tokens_per_micro_batch={max_tokens} must be positive")
+    lengths = lengths.cpu()  # one device sync, not one per row
     order = torch.argsort(lengths, descending=True, stable=True)
     sorted_lengths = lengths[order].double()
     n = len(order)
