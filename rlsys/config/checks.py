@@ -53,6 +53,7 @@ def check_config(config, cuda_available: bool) -> None:
     from rlsys.workers.attention import check_backend_name
 
     check_backend_name(config.actor.attention_backend)
+    check_backend_name(config.critic.attention_backend, "critic.attention_backend")
     if config.actor.logprob_chunk_size <= 0:
         raise ValueError(f"actor.logprob_chunk_size={config.actor.logprob_chunk_size} must be positive")
     if algo.rollout_correction.tis_cap is not None and not algo.rollout_correction.tis_cap > 0:

@@ -135,6 +135,7 @@ class CriticConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "auto"
     gradient_checkpointing: bool = False
+    attention_backend: str = "auto"  # as actor.attention_backend, for the value model
     ppo_epochs: int = 1
     cliprange_value: float = 0.5
     loss_agg_mode: str = "token-mean"

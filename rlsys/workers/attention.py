@@ -23,15 +23,15 @@ import torch
 BACKENDS = ("sdpa", "flash", "cudnn", "efficient", "math")
 
 
-def check_backend_name(name: str) -> None:
-    """ValueError naming `actor.attention_backend` unless `name` is auto or one of BACKENDS."""
+def check_backend_name(name: str, key: str = "actor.attention_backend") -> None:
+    """ValueError naming `key` unless `name` is auto or one of BACKENDS."""
     if name != "auto" and name not in BACKENDS:
-        raise ValueError(f"actor.attention_backend={name!r}: expected auto or one of {', '.join(BACKENDS)}")
+        raise ValueError(f"{key}={name!r}: expected auto or one of {', '.join(BACKENDS)}")
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
+def resolve_backend(name: str, device: torch.device, key: str = "actor.attention_backend") -> str:
     """`auto` -> flash on CUDA, sdpa elsewhere; anything else must be one of BACKENDS."""
-    check_backend_name(name)
+    check_backend_name(name, key)
     if name == "auto":
         return "flash" if device.type == "cuda" else "sdpa"
     return name

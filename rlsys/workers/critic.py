@@ -2,7 +2,9 @@
 
 V(s_t) for response token t is read at the position that predicts it (p_i - 1 + t in the
 packed micro-batch), so values line up with rewards and log-probs, shape
-(batch, response_length). Precision and micro-batching as the actor's (`critic.*` keys).
+(batch, response_length). Precision, micro-batching, attention kernel and one-rank local
+accumulation as the actor's (`critic.*` keys). Packed rows are right-padded, so the value model
+runs without a padding mask, as the actor's scorer does (causal attention hides the padding).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rlsys.algorithms import compute_value_loss
 from rlsys.protocol import DataProto
 from rlsys.single_controller import Dispatch, Worker, register
 from rlsys.workers import model_utils
+from rlsys.workers.attention import resolve_backend, use_attention_backend
 from rlsys.workers.lm_head import gather_response_positions
 from rlsys.workers.micro_batches import micro_batch_weight, micro_partitions, pack_micro_batch, unpack_response
 
@@ -36,9 +39,14 @@ class CriticWorker(Worker):
         param_dtype, compute_dtype = model_utils.role_dtypes(cfg.critic, self.device)
         model = AutoModelForTokenClassification.from_pretrained(self.model_path, num_labels=1, torch_dtype=param_dtype)
         model.to(self.device)
+        use_attention_backend(model, resolve_backend(cfg.critic.attention_backend, self.device,
+                                                     "critic.attention_backend"))
         if cfg.critic.gradient_checkpointing:
             model_utils.enable_gradient_checkpointing(model)
-        self.model = model_utils.shard_model(model, mp_policy=model_utils.mixed_precision(param_dtype, compute_dtype))
+        one_rank = self.world_size == 1
+        self.model = model_utils.shard_model(model, mp_policy=model_utils.mixed_precision(param_dtype, compute_dtype),
+                                             reshard_after_forward=False if one_rank else None)
+        self.local_accumulation = one_rank  # as the actor's (model_utils.set_micro_batch_sync)
         self.optimizer, self.lr_scheduler = model_utils.build_optimizer(
             self.model, cfg.critic.optim, cfg.trainer.total_steps
         )
@@ -46,8 +54,7 @@ class CriticWorker(Worker):
     def _values(self, batch, response_length: int) -> tuple[torch.Tensor, int]:
         """(values (rows, response_length) fp32, 0 off the response mask; tokens computed)."""
         packed = pack_micro_batch(batch["input_ids"], batch["attention_mask"], response_length)
-        logits = self.model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                            position_ids=packed.position_ids).logits
+        logits = self.model(input_ids=packed.input_ids, position_ids=packed.position_ids).logits
         values = gather_response_positions(logits, packed).squeeze(-1).float()
         values = unpack_response(values * packed.response_valid, response_length)
         return values * batch["response_mask"], packed.num_computed_tokens
@@ -72,12 +79,16 @@ class CriticWorker(Worker):
         cfg = self.config.critic
         data = data.to(self.device)
         response_length = data.batch["responses"].shape[1]
-        metrics = defaultdict(list)
+        metrics = defaultdict(list)  # name -> per-micro-batch 0-dim device tensors, read once
+        grad_norms = []
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(cfg.ppo_mini_batch_size // self.world_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                for rows in self._partitions(mini.batch):
+                parts = self._partitions(mini.batch)
+                for index, rows in enumerate(parts):
                     b = mini[rows].batch
+                    if self.local_accumulation:
+                        model_utils.set_micro_batch_sync(self.model, last=index == len(parts) - 1)
                     vpreds, _ = self._values(b, response_length)
                     vf_loss, vf_clipfrac = compute_value_loss(
                         vpreds=vpreds, values=b["values"], returns=b["returns"],
@@ -86,13 +97,15 @@ class CriticWorker(Worker):
                     )
                     weight = micro_batch_weight(b["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
                     (vf_loss * weight).backward()
-                    metrics["critic/vf_loss"].append(vf_loss.item())
-                    metrics["critic/vf_clipfrac"].append(float(vf_clipfrac))
-                    metrics["critic/vpred_mean"].append(vpreds.mean().item())
-                metrics["critic/grad_norm"].append(model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip))
+                    metrics["critic/vf_loss"].append(vf_loss.detach())
+                    metrics["critic/vf_clipfrac"].append(torch.as_tensor(vf_clipfrac, device=vf_loss.device).float())
+                    metrics["critic/vpred_mean"].append(vpreds.detach().mean())
+                grad_norms.append(model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip))
                 self.optimizer.step()
         self.lr_scheduler.step()
-        return {k: sum(v) / len(v) for k, v in metrics.items()}
+        names = list(metrics)
+        means = torch.stack([torch.stack(metrics[k]).mean() for k in names]).tolist()
+        return {**dict(zip(names, means)), "critic/grad_norm": sum(grad_norms) / len(grad_norms)}
 
     # ---- checkpoint: every rank writes its shard -------------------------------------------
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
