@@ -170,6 +170,8 @@ def run_variant(args, settings, batch, device, profile=False):
             step(timed[:2])
             if device.type == "cuda":
                 torch.cuda.synchronize()
+        from rlsys.workers.profiling import profile_summary
+
         table = profile_summary(prof, device, time.perf_counter() - profile_start)
     computed = sum(int(m.shape[0]) * int(pack_micro_batch(i, m, response_length).input_ids.shape[1])
                    for (i, m) in micro[1:])
@@ -177,18 +179,6 @@ def run_variant(args, settings, batch, device, profile=False):
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return dict(seconds=seconds, real=real, computed=computed, peak=peak, warmup=warmup_s), table
-
-
-def profile_summary(prof, device, wall_s: float) -> str:
-    """Top operators by self device time, and how busy the device was over the profiled wall time."""
-    events = prof.key_averages()
-    if device.type != "cuda":
-        return events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70)
-    def self_device_us(e):
-        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
-    busy_s = sum(self_device_us(e) for e in events) / 1e6
-    table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
-    return f"device busy {busy_s:.3f} s of {wall_s:.3f} s wall ({busy_s / wall_s:.0%}; kernels only)\n{table}"
 
 
 def main(argv=None) -> int:

@@ -54,6 +54,10 @@ def check_config(config, cuda_available: bool) -> None:
 
     check_backend_name(config.actor.attention_backend)
     check_backend_name(config.critic.attention_backend, "critic.attention_backend")
+    bad_steps = [s for s in trainer.profile_steps if not (isinstance(s, int) and not isinstance(s, bool) and s >= 1)]
+    if bad_steps:
+        raise ValueError(f"trainer.profile_steps={list(trainer.profile_steps)}: training steps are integers >= 1 "
+                         f"(bad: {bad_steps})")
     if config.actor.logprob_chunk_size <= 0:
         raise ValueError(f"actor.logprob_chunk_size={config.actor.logprob_chunk_size} must be positive")
     if algo.rollout_correction.tis_cap is not None and not algo.rollout_correction.tis_cap > 0:

@@ -202,6 +202,10 @@ class TrainerConfig:
     # "devices" are processes, so split works with n_devices_per_node=1 (one of each).
     rollout_devices_per_node: int = 1
     logger: list = field(default_factory=lambda: ["console", "jsonl"])
+    # torch.profiler around the actor update at these training steps (rlsys/workers/profiling.py):
+    # one table per rank, update_step{N}_rank{R}.txt, under profile_dir (null: <run_dir>/profile)
+    profile_steps: list = field(default_factory=list)
+    profile_dir: Optional[str] = None
     # info: the console shows rlsys's lines, vLLM/transformers/Ray output goes to <run_dir>/logs/;
     # debug: all of it on the console too (rlsys/trainer/console.py)
     log_level: str = "info"

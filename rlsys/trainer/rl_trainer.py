@@ -148,6 +148,9 @@ class RLTrainer:
         return self.side_calls.submit(call)
 
     def update_actor(self, batch: DataProto) -> dict:
+        if self.step in self.config.trainer.profile_steps:  # the actor profiles this update
+            root = self.config.trainer.profile_dir or str(self.run_dir / "profile")
+            batch.meta_info["profile_path"] = str(Path(root) / f"update_step{self.step}_rank{{rank}}.txt")
         try:
             return mean_of_rank_metrics(self.roles.actor.update_actor(batch))
         except NonFiniteLossError as exc:

@@ -17,6 +17,7 @@ from rlsys.algorithms import agg_loss, compute_policy_loss, kl_penalty, truncate
 from rlsys.protocol import DataProto
 from rlsys.single_controller import Dispatch, Worker, register
 from rlsys.workers import model_utils
+from rlsys.workers.profiling import profiled
 from rlsys.workers.micro_batches import micro_batch_weight, micro_partitions
 from rlsys.workers.policy import PolicyModelMixin
 
@@ -87,6 +88,13 @@ class ActorWorker(Worker, PolicyModelMixin):
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict:
+        """One PPO update over `data`; meta_info["profile_path"] (the driver sets it at
+        `trainer.profile_steps`, `{rank}` in it filled here) profiles it (rlsys.workers.profiling)."""
+        path = data.meta_info.get("profile_path")
+        with profiled(path.format(rank=self.rank) if path else None, self.device):
+            return self._update(data)
+
+    def _update(self, data: DataProto) -> dict:
         cfg = self.config.actor
         data = data.to(self.device)
         response_length = data.batch["responses"].shape[1]

@@ -20,8 +20,11 @@ def test_bf16_serving_from_fp32_masters_verifies_and_sends_bf16_bytes(tmp_path):
     checks at every sync that vLLM holds exactly the masters cast to bf16."""
     proc = run_main(tmp_path, "+recipe=grpo", "model.dtype=bfloat16", "actor.compute_dtype=bfloat16",
                     "weight_sync.verify=true", "trainer.total_steps=2", "trainer.test_freq=2",
-                    "actor.optim.lr=1e-3")
+                    "actor.optim.lr=1e-3", "trainer.profile_steps=[2]")
     assert proc.returncode == 0
+    # trainer.profile_steps: the step-2 update was profiled (a table of operators), step 1 not
+    assert sorted(p.name for p in (tmp_path / "profile").iterdir()) == ["update_step2_rank0.txt"]
+    assert "aten::" in (tmp_path / "profile" / "update_step2_rank0.txt").read_text()
     rows = [r for r in read_metrics(tmp_path) if r["step"] > 0]
     from transformers import AutoConfig
 

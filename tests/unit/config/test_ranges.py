@@ -104,3 +104,13 @@ def test_every_recipe_is_in_range(recipe):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose(config_name="config", overrides=[f"+recipe={recipe}"])
     check_config(OmegaConf.to_object(cfg), cuda_available=False)
+
+
+@pytest.mark.parametrize("steps", [[0], [2, "x"], [1.5]])
+def test_profile_steps_must_be_training_steps(steps):
+    config = schema.RLConfig()
+    config.trainer.profile_steps = steps
+    with pytest.raises(ValueError, match=r"^trainer[.]profile_steps="):
+        check_config(config, cuda_available=False)
+    config.trainer.profile_steps = [1, 3]
+    check_config(config, cuda_available=False)
