@@ -6,7 +6,8 @@
 #   bash scripts/gpu_acceptance.sh grpo05 colocate|split   # GRPO 5 steps, Qwen2.5-0.5B shape
 #   bash scripts/gpu_acceptance.sh bench cuda_ipc|nccl|all # bench_weight_sync, 0.5B and 7B shapes
 #   bash scripts/gpu_acceptance.sh trainer_test  # the GPU-marked actor and trainer tests
-#   bash scripts/gpu_acceptance.sh bench15 before|after  # issue 11, 5b: 1.5B shape (OLD=.bench_old checkout)
+#   bash scripts/gpu_acceptance.sh bench15 before|after  # issue 11, 5b: 1.5B shape (OLD=.bench_old checkout);
+#                                            # after with PROFILE_STEP=N also profiles step N's update (its time is inflated)
 #   bash scripts/gpu_acceptance.sh kernels   # issue 11, 5b: bench_update_kernels (1.5B shape) + profile;
 #                                            # writes /tmp/rlsys_attention (cudnn if faster than flash, else auto)
 #                                            # and /tmp/rlsys_keep_logits (true if keeping the head's logits is faster)
@@ -107,8 +108,9 @@ PY
       attention=$(cat /tmp/rlsys_attention 2>/dev/null || echo auto)
       keep=$(cat /tmp/rlsys_keep_logits 2>/dev/null || echo false)
       timeout 560 python3 scripts/bench_train_step.py $common \
-        --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768,actor.attention_backend=$attention,actor.logprob_keep_logits=$keep}" \
+        --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768,actor.attention_backend=$attention,actor.logprob_keep_logits=$keep${PROFILE_STEP:+,trainer.profile_steps=[$PROFILE_STEP]}}" \
         --out "$OUT/bench15_after.json" > "$OUT/bench15_after.log" 2>&1
+      cp /tmp/rlsys_bench_train_step/run-*/profile/*.txt "$OUT/" 2>/dev/null  # the profiled update's table
     fi
     echo "exit $?"; grep -A6 "^| config" "$OUT/bench15_$2.log"; tail -4 "$OUT/bench15_$2.log" ;;
   bench)
