@@ -54,6 +54,8 @@ class RLTrainer:
         self.val_history: list[tuple[int, float]] = []
         self.val_metrics: dict[str, float] = {}  # the last validation's multi-turn metrics, logged with val/score
         self.side_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlsys-side-call")
+        # reference log-probs beside the old log-probs (start_ref_log_probs says when not)
+        self.ref_beside_old = shapes.num_ranks == 1 and not compiles_trainer_code(config)
 
     # ---- phases -------------------------------------------------------------------------
     def generate(self, prompts: DataProto, validate: bool, step: int = 0) -> DataProto:
@@ -133,7 +135,7 @@ class RLTrainer:
         dynamo-optimized function"; met on the H200)."""
         if self.roles.reference is None:
             return None
-        if self.shapes.num_ranks > 1 or compiles_trainer_code(self.config):
+        if not self.ref_beside_old:
             done: Future = Future()
             with timer.phase("ref"):
                 done.set_result(self.roles.reference.compute_ref_log_prob(batch))

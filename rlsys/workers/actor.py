@@ -128,9 +128,7 @@ class ActorWorker(Worker, PolicyModelMixin):
                 grad_norms.append(grad_norm)
         self.lr_scheduler.step()
         self.num_updates += 1
-        names = list(metrics)
-        means = torch.stack([torch.stack(metrics[k]).mean() for k in names]).tolist() if names else []
-        out = dict(zip(names, means))
+        out = model_utils.mean_of_device_metrics(metrics)
         out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms)
         num_real = int(num_real)
         out["actor/lr"] = self.lr_scheduler.get_last_lr()[0]

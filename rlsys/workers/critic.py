@@ -98,14 +98,12 @@ class CriticWorker(Worker):
                     weight = micro_batch_weight(b["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
                     (vf_loss * weight).backward()
                     metrics["critic/vf_loss"].append(vf_loss.detach())
-                    metrics["critic/vf_clipfrac"].append(torch.as_tensor(vf_clipfrac, device=vf_loss.device).float())
+                    metrics["critic/vf_clipfrac"].append(vf_clipfrac)  # detached 0-dim
                     metrics["critic/vpred_mean"].append(vpreds.detach().mean())
                 grad_norms.append(model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip))
                 self.optimizer.step()
         self.lr_scheduler.step()
-        names = list(metrics)
-        means = torch.stack([torch.stack(metrics[k]).mean() for k in names]).tolist()
-        return {**dict(zip(names, means)), "critic/grad_norm": sum(grad_norms) / len(grad_norms)}
+        return {**model_utils.mean_of_device_metrics(metrics), "critic/grad_norm": sum(grad_norms) / len(grad_norms)}
 
     # ---- checkpoint: every rank writes its shard -------------------------------------------
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)

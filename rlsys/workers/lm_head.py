@@ -5,7 +5,8 @@ of tokens, in fp32 per chunk, with a custom autograd function whose backward rec
 each chunk's logits: at most one chunk of (chunk, vocab) fp32 logits lives at a time, in
 forward and in backward. `keep_logits=True` trades memory for one matmul: the forward keeps
 the head's raw logits (tokens, vocab) in the compute dtype, as the matmul produced them, and
-the backward reads them instead of recomputing (the same values: a bf16 matmul's output). `ResponseScorer` wraps a HF causal LM so that one module's forward
+the backward reads them instead of recomputing (the same values: a bf16 matmul's output).
+`ResponseScorer` wraps a HF causal LM so that one module's forward
 (the FSDP2 root) runs the decoder, takes the hidden states of response positions only, and
 scores them with the chunked head.
 """

@@ -5,7 +5,8 @@ A micro-batch is re-laid out right-padded and contiguous (prompt tokens, then re
 tokens) and trimmed to its own longest sequence, so a row costs its real length and the
 micro-batch costs rows x longest row. Token-budget partitioning (verl's `use_dynamic_bsz`)
 sorts sequences by real length and cuts them so that this cost stays under
-`max_tokens_per_micro_batch`, trading padding against the number of micro-batches; the losses weight micro-batches by tokens (or sequences), so
+`max_tokens_per_micro_batch`, trading padding against the number of micro-batches; the
+losses weight micro-batches by tokens (or sequences), so
 the accumulated gradient does not depend on the partition.
 
 `balanced_rank_order` reorders a whole batch so that each data-parallel rank's contiguous

@@ -203,6 +203,14 @@ def build_optimizer(model: torch.nn.Module, optim_cfg, total_steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
 
+def mean_of_device_metrics(metrics: dict) -> dict:
+    """{name: [0-dim device tensors, one per micro-batch]} -> {name: float mean}, read from the
+    device in one transfer (not one sync per micro-batch)."""
+    names = list(metrics)
+    means = torch.stack([torch.stack(metrics[k]).mean() for k in names]).tolist() if names else []
+    return dict(zip(names, means))
+
+
 def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     if hasattr(norm, "full_tensor"):

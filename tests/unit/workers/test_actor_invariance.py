@@ -160,18 +160,26 @@ def test_torch_compile_gives_the_eager_loss_and_gradients(model_dir):
     assert m_compiled["actor/entropy"] == pytest.approx(m_eager["actor/entropy"], rel=1e-5)
 
 
+def assert_local_accumulation_equals_syncing(make_worker, update) -> None:
+    """For a training role (actor, critic): the master weights after `update(worker)` are the same
+    with one-rank local accumulation on and off, and the update changed them."""
+    weights = {}
+    for local in (True, False):
+        worker = make_worker()
+        worker.local_accumulation = local
+        before = {n: p.full_tensor().detach().clone() for n, p in worker.model.named_parameters()}
+        update(worker)
+        weights[local] = {n: p.full_tensor().detach().clone() for n, p in worker.model.named_parameters()}
+    for name in weights[False]:
+        torch.testing.assert_close(weights[True][name], weights[False][name], rtol=0, atol=1e-6, msg=name)
+    assert any((weights[True][n] != before[n]).any() for n in before)
+
+
 def test_local_accumulation_equals_syncing_every_micro_batch(model_dir):
     """One rank accumulates unsharded (model_utils.set_micro_batch_sync): with bf16 compute, two
     mini-batches of two micro-batches each end at the same master weights as FSDP2's default
     reduce-scatter per micro-batch; the second mini-batch must see the first one's update."""
-    weights = {}
-    for local in (True, False):
-        actor = make_actor(model_dir, lr=1e-3, compute_dtype="bfloat16", ppo_mini_batch_size=4,
-                           micro_batch_size_per_rank=2)
-        actor.local_accumulation = local
-        before = {n: p.full_tensor().detach().clone() for n, p in actor.model.named_parameters()}
-        actor.update_actor(make_batch(rows=8))
-        weights[local] = {n: p.full_tensor().detach().clone() for n, p in actor.model.named_parameters()}
-    for name in weights[False]:
-        torch.testing.assert_close(weights[True][name], weights[False][name], rtol=0, atol=1e-6, msg=name)
-    assert any((weights[True][n] != before[n]).any() for n in before)
+    assert_local_accumulation_equals_syncing(
+        lambda: make_actor(model_dir, lr=1e-3, compute_dtype="bfloat16", ppo_mini_batch_size=4,
+                           micro_batch_size_per_rank=2),
+        lambda actor: actor.update_actor(make_batch(rows=8)))

@@ -9,7 +9,7 @@ import torch
 
 from rlsys.config.schema import RLConfig
 from rlsys.workers.critic import CriticWorker
-from tests.unit.workers.test_actor_invariance import make_batch
+from tests.unit.workers.test_actor_invariance import assert_local_accumulation_equals_syncing, make_batch
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +59,10 @@ def test_critic_micro_batches_and_token_budget_give_the_same_gradient(model_dir)
 def test_critic_local_accumulation_equals_syncing_every_micro_batch(model_dir):
     """bf16 compute, two mini-batches of two micro-batches: the same master weights either way;
     the second mini-batch must see the first one's update."""
-    weights = {}
-    for local in (True, False):
-        critic = make_critic(model_dir, compute_dtype="bfloat16", micro_batch_size_per_rank=2,
-                             optim=type(RLConfig().critic.optim)(lr=1e-3))
-        critic.local_accumulation = local
-        before = {n: p.full_tensor().detach().clone() for n, p in critic.model.named_parameters()}
-        critic.update_critic(critic_batch(rows=8))
-        weights[local] = {n: p.full_tensor().detach().clone() for n, p in critic.model.named_parameters()}
-    for name in weights[False]:
-        torch.testing.assert_close(weights[True][name], weights[False][name], rtol=0, atol=1e-6, msg=name)
-    assert any((weights[True][n] != before[n]).any() for n in before)
+    assert_local_accumulation_equals_syncing(
+        lambda: make_critic(model_dir, compute_dtype="bfloat16", micro_batch_size_per_rank=2,
+                            optim=type(RLConfig().critic.optim)(lr=1e-3)),
+        lambda critic: critic.update_critic(critic_batch(rows=8)))
 
 
 def test_critic_values_without_padding_mask_equal_the_padded_layout(model_dir):
