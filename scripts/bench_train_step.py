@@ -217,9 +217,20 @@ def median_of(steps: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarise(steps: list[dict], num_matmul_params: int, ppo_epochs: int, peak_flops: float | None) -> dict:
-    """Medians over the measured steps (the first is skipped when there are >= 3)."""
+def profiled_steps(overrides: list[str]) -> set[int]:
+    """The steps that `trainer.profile_steps=[...]` among `overrides` profiles."""
+    import re
+
+    found = [o.split("=", 1)[1] for o in overrides if o.startswith("trainer.profile_steps=")]
+    return {int(n) for value in found for n in re.findall(r"\d+", value)}
+
+
+def summarise(steps: list[dict], num_matmul_params: int, ppo_epochs: int, peak_flops: float | None,
+              skip: set[int] = frozenset()) -> dict:
+    """Medians over the measured steps: the first is skipped when there are >= 3, and so are
+    the steps in `skip` (profiled steps run slower)."""
     measured = steps[1:] if len(steps) >= 3 else steps
+    measured = [s for s in measured if s.get("step") not in skip] or measured
     row = {f"{phase}_s": median_of(measured, f"timing_s/{phase}") for phase in PHASES}
     tokens_per_s = [s["perf/total_num_tokens"] / s["timing_s/step"] for s in measured
                     if "perf/total_num_tokens" in s and "timing_s/step" in s]
@@ -281,7 +292,7 @@ def main(argv=None) -> int:
             steps = run_trainer(args, args.work_dir / f"run-{label}-{engine}", overrides)
             epochs = next((int(o.split("=", 1)[1]) for o in reversed(extra) if o.startswith("actor.ppo_epochs=")),
                           ppo_epochs)
-            row = {"label": label, "engine": engine, **summarise(steps, num_matmul, epochs, peak)}
+            row = {"label": label, "engine": engine, **summarise(steps, num_matmul, epochs, peak, profiled_steps(overrides))}
             rows.append(row)
             results.append({**row, "overrides": overrides, "steps": steps})
             if args.out:  # rewritten after each run, so a killed bench keeps what it measured

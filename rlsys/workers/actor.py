@@ -18,7 +18,7 @@ from rlsys.protocol import DataProto
 from rlsys.single_controller import Dispatch, Worker, register
 from rlsys.workers import model_utils
 from rlsys.workers.profiling import profiled
-from rlsys.workers.micro_batches import micro_batch_weight, micro_partitions
+from rlsys.workers.micro_batches import HostLengths, micro_batch_weight, micro_partitions, to_device
 from rlsys.workers.policy import PolicyModelMixin
 
 
@@ -57,11 +57,10 @@ class ActorWorker(Worker, PolicyModelMixin):
         self.model.train()
         return out
 
-    def _micro_loss(self, micro: DataProto, response_length: int):
+    def _micro_loss(self, batch, response_length: int, lengths: HostLengths):
         cfg = self.config.actor
-        batch = micro.batch
         mask = batch["response_mask"].float()
-        log_prob, entropy, num_computed = self._score_micro(batch, response_length, with_entropy=True)
+        log_prob, entropy, num_computed = self._score_micro(batch, response_length, True, lengths)
         tis_cap = self.config.algorithm.rollout_correction.tis_cap
         token_weights = None
         if tis_cap is not None:
@@ -100,22 +99,24 @@ class ActorWorker(Worker, PolicyModelMixin):
         response_length = data.batch["responses"].shape[1]
         mini_per_rank = cfg.ppo_mini_batch_size // self.world_size
         metrics = defaultdict(list)  # name -> per-micro-batch 0-dim device tensors
-        num_computed, num_real = 0, torch.zeros((), dtype=torch.long, device=self.device)
+        num_computed, num_real = 0, 0
         grad_norms = []
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_per_rank):
+                # lengths read once per mini-batch: packing its micro-batches syncs nothing
+                lengths = HostLengths.of(mini.batch["attention_mask"], response_length)
                 parts = micro_partitions(mini.batch["attention_mask"], cfg.micro_batch_size_per_rank,
-                                         cfg.max_tokens_per_micro_batch)
+                                         cfg.max_tokens_per_micro_batch, lengths.total)
                 self.optimizer.zero_grad(set_to_none=True)
                 for index, rows in enumerate(parts):
-                    micro = mini[rows]
+                    micro = mini.batch[to_device(torch.tensor(rows), self.device)]
                     if self.local_accumulation:
                         model_utils.set_micro_batch_sync(self.scorer, last=index == len(parts) - 1)
-                    loss, stats, computed = self._micro_loss(micro, response_length)
-                    weight = micro_batch_weight(micro.batch["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
+                    loss, stats, computed = self._micro_loss(micro, response_length, lengths[rows])
+                    weight = micro_batch_weight(micro["response_mask"], mini.batch["response_mask"], cfg.loss_agg_mode)
                     (loss * weight).backward()
                     num_computed += computed
-                    num_real += micro.batch["attention_mask"].sum()
+                    num_real += int(lengths.total[rows].sum())
                     for k, v in stats.items():
                         metrics[k].append(v)
                 grad_norm = model_utils.clip_grad_norm(self.model, cfg.optim.grad_clip)
@@ -130,7 +131,6 @@ class ActorWorker(Worker, PolicyModelMixin):
         self.num_updates += 1
         out = model_utils.mean_of_device_metrics(metrics)
         out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms)
-        num_real = int(num_real)
         out["actor/lr"] = self.lr_scheduler.get_last_lr()[0]
         out["perf/padding_ratio"] = num_computed / max(num_real, 1)  # tokens computed / real tokens
         out["perf/update_num_tokens"] = float(num_real)  # real tokens trained on this rank (all epochs)

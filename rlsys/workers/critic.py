@@ -19,7 +19,8 @@ from rlsys.single_controller import Dispatch, Worker, register
 from rlsys.workers import model_utils
 from rlsys.workers.attention import resolve_backend, use_attention_backend
 from rlsys.workers.lm_head import gather_response_positions
-from rlsys.workers.micro_batches import micro_batch_weight, micro_partitions, pack_micro_batch, unpack_response
+from rlsys.workers.micro_batches import (HostLengths, micro_batch_weight, micro_partitions, pack_micro_batch, to_device,
+                                         unpack_response)
 
 
 class CriticWorker(Worker):
@@ -51,28 +52,31 @@ class CriticWorker(Worker):
             self.model, cfg.critic.optim, cfg.trainer.total_steps
         )
 
-    def _values(self, batch, response_length: int) -> tuple[torch.Tensor, int]:
-        """(values (rows, response_length) fp32, 0 off the response mask; tokens computed)."""
-        packed = pack_micro_batch(batch["input_ids"], batch["attention_mask"], response_length)
+    def _values(self, batch, response_length: int, lengths: HostLengths | None = None) -> tuple[torch.Tensor, int]:
+        """(values (rows, response_length) fp32, 0 off the response mask; tokens computed);
+        `lengths`: the rows' lengths on the host, if known."""
+        packed = pack_micro_batch(batch["input_ids"], batch["attention_mask"], response_length, lengths)
         logits = self.model(input_ids=packed.input_ids, position_ids=packed.position_ids).logits
         values = gather_response_positions(logits, packed).squeeze(-1).float()
         values = unpack_response(values * packed.response_valid, response_length)
         return values * batch["response_mask"], packed.num_computed_tokens
 
-    def _partitions(self, batch) -> list[list[int]]:
+    def _partitions(self, batch, lengths: HostLengths) -> list[list[int]]:
         cfg = self.config.critic
-        return micro_partitions(batch["attention_mask"], cfg.micro_batch_size_per_rank, cfg.max_tokens_per_micro_batch)
+        return micro_partitions(batch["attention_mask"], cfg.micro_batch_size_per_rank, cfg.max_tokens_per_micro_batch,
+                                lengths.total)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:
         data = data.to(self.device)
         response_length = data.batch["responses"].shape[1]
-        values = torch.zeros(data.batch["responses"].shape, dtype=torch.float32)
+        lengths = HostLengths.of(data.batch["attention_mask"], response_length)
+        values = torch.zeros(data.batch["responses"].shape, dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            for rows in self._partitions(data.batch):
-                index = torch.tensor(rows)
-                values[index] = self._values(data.batch[index.to(self.device)], response_length)[0].cpu()
-        return DataProto.from_dict({"values": values})
+            for rows in self._partitions(data.batch, lengths):
+                index = to_device(torch.tensor(rows), self.device)
+                values[index] = self._values(data.batch[index], response_length, lengths[rows])[0]
+        return DataProto.from_dict({"values": values.cpu()})
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_critic(self, data: DataProto) -> dict:
@@ -84,12 +88,13 @@ class CriticWorker(Worker):
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(cfg.ppo_mini_batch_size // self.world_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                parts = self._partitions(mini.batch)
+                lengths = HostLengths.of(mini.batch["attention_mask"], response_length)
+                parts = self._partitions(mini.batch, lengths)
                 for index, rows in enumerate(parts):
-                    b = mini[rows].batch
+                    b = mini.batch[to_device(torch.tensor(rows), self.device)]
                     if self.local_accumulation:
                         model_utils.set_micro_batch_sync(self.model, last=index == len(parts) - 1)
-                    vpreds, _ = self._values(b, response_length)
+                    vpreds, _ = self._values(b, response_length, lengths[rows])
                     vf_loss, vf_clipfrac = compute_value_loss(
                         vpreds=vpreds, values=b["values"], returns=b["returns"],
                         response_mask=b["response_mask"].float(), cliprange_value=cfg.cliprange_value,

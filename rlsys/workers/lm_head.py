@@ -180,8 +180,8 @@ class ResponseScorer(torch.nn.Module):
         with _attention_backends(packed.input_ids.is_cuda and self.flash_first):
             hidden = decoder(input_ids=packed.input_ids, attention_mask=mask,
                              position_ids=packed.position_ids, use_cache=False).last_hidden_state
-        hidden = gather_response_positions(hidden, packed)[packed.response_valid]
-        targets = packed.response_tokens[packed.response_valid]
+        hidden = gather_response_positions(hidden, packed).flatten(0, 1).index_select(0, packed.valid_index)
+        targets = packed.response_tokens.flatten().index_select(0, packed.valid_index)
         weight = self.lm.get_output_embeddings().weight
         log_probs, entropy = chunked_log_probs(hidden, weight, targets, temperature, self.chunk_size, with_entropy,
                                                self.compiled, self.keep_logits)
@@ -189,8 +189,10 @@ class ResponseScorer(torch.nn.Module):
 
 
 def _scatter(values: torch.Tensor, packed: PackedMicroBatch) -> torch.Tensor:
-    out = values.new_zeros(packed.response_valid.shape)
-    return out.masked_scatter(packed.response_valid, values)
+    """(n_valid,) values of the real response tokens -> (rows, Rm), 0 elsewhere (no sync)."""
+    width = packed.response_valid.shape[1]
+    rows_cols = (packed.valid_index // width, packed.valid_index % width)
+    return values.new_zeros(packed.response_valid.shape).index_put(rows_cols, values)  # a new tensor, not a view
 
 
 def _attention_backends(flash_first: bool):

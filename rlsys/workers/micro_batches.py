@@ -74,11 +74,43 @@ def token_budget_partitions(lengths: torch.Tensor, max_tokens: int) -> list[list
     return parts[::-1]
 
 
-def micro_partitions(attention_mask: torch.Tensor, micro_batch_size: int, max_tokens: int | None) -> list[list[int]]:
-    """Fixed micro-batches when `max_tokens` is None, else token-budget ones."""
+def micro_partitions(attention_mask: torch.Tensor, micro_batch_size: int, max_tokens: int | None,
+                     lengths: torch.Tensor | None = None) -> list[list[int]]:
+    """Fixed micro-batches when `max_tokens` is None, else token-budget ones; `lengths`: the
+    rows' real lengths on the host, if known (else read from the mask)."""
     if max_tokens is None:
         return fixed_partitions(attention_mask.shape[0], micro_batch_size)
-    return token_budget_partitions(sequence_lengths(attention_mask), max_tokens)
+    return token_budget_partitions(sequence_lengths(attention_mask) if lengths is None else lengths, max_tokens)
+
+
+@dataclass
+class HostLengths:
+    """Real prompt and response tokens per row, on the host: (rows,) int64 each. Read from
+    the device once per batch, so that packing its micro-batches needs no device sync."""
+
+    prompt: torch.Tensor
+    response: torch.Tensor
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor, response_length: int) -> "HostLengths":
+        prompt_width = attention_mask.shape[1] - response_length
+        both = torch.stack([attention_mask[:, :prompt_width].sum(-1), attention_mask[:, prompt_width:].sum(-1)])
+        prompt, response = both.long().cpu()
+        return cls(prompt, response)
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.prompt + self.response
+
+    def __getitem__(self, rows) -> "HostLengths":
+        return HostLengths(self.prompt[rows], self.response[rows])
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor -> `device` without a sync: pinned and copied asynchronously on CUDA."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
@@ -87,7 +119,9 @@ class PackedMicroBatch:
 
     `score_index[i, j]` is the position whose output predicts response token j of row i
     (prompt_len_i - 1 + j); `response_tokens` / `response_valid` are (rows, Rm), Rm = the
-    micro-batch's longest response."""
+    micro-batch's longest response; `valid_index` (n_valid,) lists the flat positions of
+    `response_valid` that are true (row-major), so that the scorer selects and scatters the
+    real response tokens without a data-dependent (syncing) boolean index."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -95,43 +129,52 @@ class PackedMicroBatch:
     score_index: torch.Tensor
     response_tokens: torch.Tensor
     response_valid: torch.Tensor
+    valid_index: torch.Tensor
 
     @property
     def num_computed_tokens(self) -> int:
         return self.input_ids.numel()
 
 
-def pack_micro_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int) -> PackedMicroBatch:
+def pack_micro_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int,
+                     lengths: HostLengths | None = None) -> PackedMicroBatch:
     """Re-lay out rows of `[left-padded prompt | right-padded response]` (rows, P + R) as
     contiguous right-padded sequences trimmed to the longest one.
 
     The response part of `attention_mask` must be a prefix (real tokens first): response
-    token j of row i sits at P + j before and at p_i + j after, p_i = real prompt tokens."""
+    token j of row i sits at P + j before and at p_i + j after, p_i = real prompt tokens.
+    The layout (gather indices, positions, masks) is built on the host from `lengths` (read
+    from the mask when None: one device sync) and copied over asynchronously."""
+    device = input_ids.device
+    if lengths is None:
+        lengths = HostLengths.of(attention_mask, response_length)
     prompt_width = input_ids.shape[1] - response_length
-    prompt_lens = attention_mask[:, :prompt_width].sum(-1)
-    response_lens = attention_mask[:, prompt_width:].sum(-1)
+    prompt_lens, response_lens = lengths.prompt.unsqueeze(1), lengths.response.unsqueeze(1)
     total = prompt_lens + response_lens
     width = max(int(total.max()), 1)
-    positions = torch.arange(width, device=input_ids.device).unsqueeze(0)
-    in_prompt = positions < prompt_lens.unsqueeze(1)
-    source = torch.where(in_prompt, prompt_width - prompt_lens.unsqueeze(1) + positions,
-                         prompt_width + positions - prompt_lens.unsqueeze(1))
-    valid = positions < total.unsqueeze(1)
-    source = torch.where(valid, source, torch.zeros_like(source)).clamp(max=input_ids.shape[1] - 1)
-    packed_ids = torch.gather(input_ids, 1, source)
-    packed_mask = valid.long()
+    positions = torch.arange(width).unsqueeze(0)
+    in_prompt = positions < prompt_lens
+    source = torch.where(in_prompt, prompt_width - prompt_lens + positions, prompt_width + positions - prompt_lens)
+    valid = positions < total
+    source = torch.where(valid, source, 0).clamp(max=input_ids.shape[1] - 1)
     response_width = max(int(response_lens.max()), 1)
-    j = torch.arange(response_width, device=input_ids.device).unsqueeze(0)
-    response_valid = j < response_lens.unsqueeze(1)
-    score_index = (prompt_lens.unsqueeze(1) - 1 + j).clamp(min=0, max=width - 1)
-    response_tokens = input_ids[:, prompt_width : prompt_width + response_width]
+    j = torch.arange(response_width).unsqueeze(0)
+    response_valid = j < response_lens
+    score_index = (prompt_lens - 1 + j).clamp(min=0, max=width - 1)
+    valid_index = response_valid.reshape(-1).nonzero().squeeze(1)
+    # three host->device copies: (source, positions, mask) and (score index, response mask) stacked
+    layout = to_device(torch.stack([source, torch.where(valid, positions, 0), valid.long()]), device)
+    response_layout = to_device(torch.stack([score_index, response_valid.long()]), device)
+    packed_ids = torch.gather(input_ids, 1, layout[0])
+    valid_d = layout[2].bool()
     return PackedMicroBatch(
-        input_ids=torch.where(valid, packed_ids, torch.zeros_like(packed_ids)),
-        attention_mask=packed_mask,
-        position_ids=torch.where(valid, positions.expand_as(source), torch.zeros_like(source)),
-        score_index=score_index,
-        response_tokens=response_tokens,
-        response_valid=response_valid,
+        input_ids=torch.where(valid_d, packed_ids, 0),
+        attention_mask=layout[2],
+        position_ids=layout[1],
+        score_index=response_layout[0],
+        response_tokens=input_ids[:, prompt_width : prompt_width + response_width],
+        response_valid=response_layout[1].bool(),
+        valid_index=to_device(valid_index, device),
     )
 
 

@@ -13,7 +13,7 @@ from rlsys.protocol import DataProto
 from rlsys.workers import model_utils
 from rlsys.workers.attention import resolve_backend, use_attention_backend
 from rlsys.workers.lm_head import ResponseScorer
-from rlsys.workers.micro_batches import micro_partitions, pack_micro_batch, unpack_response
+from rlsys.workers.micro_batches import HostLengths, micro_partitions, pack_micro_batch, to_device, unpack_response
 
 
 class PolicyModelMixin:
@@ -54,10 +54,10 @@ class PolicyModelMixin:
         self.scorer = scorer
         return model
 
-    def _score_micro(self, micro_batch, response_length: int, with_entropy: bool):
+    def _score_micro(self, micro_batch, response_length: int, with_entropy: bool, lengths: HostLengths | None = None):
         """(log_probs, entropy or None, tokens computed) for one micro-batch's TensorDict,
-        log-probs (rows, response_length)."""
-        packed = pack_micro_batch(micro_batch["input_ids"], micro_batch["attention_mask"], response_length)
+        log-probs (rows, response_length); `lengths`: its rows' lengths on the host, if known."""
+        packed = pack_micro_batch(micro_batch["input_ids"], micro_batch["attention_mask"], response_length, lengths)
         log_probs, entropy = self.scorer(packed, self.config.rollout.temperature, with_entropy)
         log_probs = unpack_response(log_probs, response_length)
         entropy = unpack_response(entropy, response_length) if with_entropy else None
@@ -66,20 +66,25 @@ class PolicyModelMixin:
     @torch.no_grad()
     def _log_probs(self, data: DataProto, key: str, with_entropy: bool, micro_cfg) -> DataProto:
         """Score every row in micro-batches of `micro_cfg` (micro_batch_size_per_rank /
-        max_tokens_per_micro_batch); results come back in the input's row order."""
+        max_tokens_per_micro_batch); results come back in the input's row order, read back
+        once (no device sync per micro-batch)."""
         data = data.to(self.device)
         batch = data.batch
         response_length = batch["responses"].shape[1]
-        log_probs = torch.zeros(batch["responses"].shape, dtype=torch.float32)
-        entropy = torch.zeros_like(log_probs) if with_entropy else None
+        lengths = HostLengths.of(batch["attention_mask"], response_length)
+        order, outputs = [], []
         for rows in micro_partitions(batch["attention_mask"], micro_cfg.micro_batch_size_per_rank,
-                                     micro_cfg.max_tokens_per_micro_batch):
+                                     micro_cfg.max_tokens_per_micro_batch, lengths.total):
             index = torch.tensor(rows)
-            lp, ent, _ = self._score_micro(batch[index.to(self.device)], response_length, with_entropy)
-            log_probs[index] = lp.cpu()
-            if with_entropy:
-                entropy[index] = ent.cpu()
-        tensors = {key: log_probs}
+            lp, ent, _ = self._score_micro(batch[to_device(index, self.device)], response_length, with_entropy,
+                                           lengths[index])
+            order.append(index)
+            outputs.append(torch.stack([lp, ent]) if with_entropy else lp.unsqueeze(0))
+        scored = torch.cat(outputs, dim=1)  # (1 or 2, rows in partition order, R)
+        in_order = torch.empty_like(scored)
+        in_order[:, to_device(torch.cat(order), self.device)] = scored
+        in_order = in_order.cpu()
+        tensors = {key: in_order[0]}
         if with_entropy:
-            tensors["entropys"] = entropy
+            tensors["entropys"] = in_order[1]
         return DataProto.from_dict(tensors)

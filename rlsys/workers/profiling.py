@@ -3,7 +3,8 @@
 `trainer.profile_steps` names training steps; at those steps the driver asks the actor to
 profile its update (`profiled(...)`), and the actor writes `update_step{N}_rank{R}.txt` under
 `trainer.profile_dir` (default: the run directory's `profile/`): top operators by self device
-time (CUDA) or self CPU time (CPU), and on CUDA the share of the wall time the device was busy.
+time (CUDA, then a second table by self CPU time) or self CPU time (CPU), and on CUDA the share
+of the wall time the device was busy.
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ def profile_summary(prof, device: torch.device, wall_s: float, rows: int = 30) -
     def self_device_us(e):
         return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
 
-    busy_s = sum(self_device_us(e) for e in events) / 1e6
+    from torch.autograd import DeviceType
+
+    # device-side events only: an operator's row repeats its kernels' time (Triton ops appear twice)
+    busy_s = sum(self_device_us(e) for e in events if e.device_type == DeviceType.CUDA) / 1e6
     table = events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70)
-    return f"device busy {busy_s:.3f} s of {wall_s:.3f} s wall ({busy_s / wall_s:.0%}; kernels only)\n{table}"
+    # host side: syncs (cudaStreamSynchronize, aten::item, pageable copies), cudaMalloc, launches
+    host = events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=70)
+    return (f"device busy {busy_s:.3f} s of {wall_s:.3f} s wall ({busy_s / wall_s:.0%}; kernels only)\n{table}\n"
+            f"host: top operators by self CPU time\n{host}")
 
 
 @contextmanager

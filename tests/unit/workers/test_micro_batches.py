@@ -7,6 +7,7 @@ import torch
 
 from rlsys.workers.micro_batches import (
     MICRO_BATCH_OVERHEAD,
+    HostLengths,
     balanced_rank_order,
     micro_partitions,
     pack_micro_batch,
@@ -87,7 +88,25 @@ def test_pack_relays_rows_contiguously_and_scores_the_right_positions():
     assert packed.response_tokens.tolist() == [[1, 2, 0], [3, 4, 5]]
     assert packed.response_valid.tolist() == [[True, True, False], [True, True, True]]
     assert packed.num_computed_tokens == 8
+    assert packed.valid_index.tolist() == [0, 1, 3, 4, 5]  # flat positions of response_valid
     assert unpack_response(torch.ones(2, 2), 3).tolist() == [[1, 1, 0], [1, 1, 0]]
+
+
+def test_pack_from_host_lengths_of_a_row_subset_matches_reading_the_mask():
+    # the trainer reads lengths once per mini-batch and packs each micro-batch from a subset
+    input_ids = torch.tensor([[0, 7, 8, 1, 2, 0], [0, 0, 9, 3, 4, 5], [5, 6, 7, 8, 0, 0]])
+    attention_mask = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    lengths = HostLengths.of(attention_mask, response_length=3)
+    assert lengths.prompt.tolist() == [2, 1, 3] and lengths.response.tolist() == [2, 3, 1]
+    assert lengths.total.tolist() == [4, 4, 4]
+    rows = [2, 0]
+    from_host = pack_micro_batch(input_ids[rows], attention_mask[rows], 3, lengths[rows])
+    from_mask = pack_micro_batch(input_ids[rows], attention_mask[rows], 3)
+    for name in ("input_ids", "attention_mask", "position_ids", "score_index", "response_tokens",
+                 "response_valid", "valid_index"):
+        assert torch.equal(getattr(from_host, name), getattr(from_mask, name)), name
+    assert from_host.input_ids.tolist() == [[5, 6, 7, 8], [7, 8, 1, 2]]
+    assert from_host.valid_index.tolist() == [0, 2, 3]
 
 
 def test_balanced_rank_order_evens_tokens_and_keeps_counts():
