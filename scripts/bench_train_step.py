@@ -74,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mean-response-length", type=float, default=300.0,
                    help="with --shape: the EOS bias's fitted mean response length")
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--warmup-steps", type=int, default=1,
+                   help="steps left out of the medians (when at least 2 remain): the first compiles; on CUDA, "
+                        "torch.compile also recompiles in the next steps as new micro-batch sizes appear")
     p.add_argument("--engines", default=None, help="comma-separated rollout.name values (cpu default: vllm,hf; "
                    "cuda default: vllm)")
     p.add_argument("--row", action="append", default=[], help='"label:k=v,k=v" extra overrides of one row')
@@ -226,10 +229,10 @@ def profiled_steps(overrides: list[str]) -> set[int]:
 
 
 def summarise(steps: list[dict], num_matmul_params: int, ppo_epochs: int, peak_flops: float | None,
-              skip: set[int] = frozenset()) -> dict:
-    """Medians over the measured steps: the first is skipped when there are >= 3, and so are
-    the steps in `skip` (profiled steps run slower)."""
-    measured = steps[1:] if len(steps) >= 3 else steps
+              skip: set[int] = frozenset(), warmup_steps: int = 1) -> dict:
+    """Medians over the measured steps: the first `warmup_steps` are left out when at least 2
+    remain, and so are the steps in `skip` (profiled steps run slower)."""
+    measured = steps[warmup_steps:] if len(steps) >= warmup_steps + 2 else steps
     measured = [s for s in measured if s.get("step") not in skip] or measured
     row = {f"{phase}_s": median_of(measured, f"timing_s/{phase}") for phase in PHASES}
     tokens_per_s = [s["perf/total_num_tokens"] / s["timing_s/step"] for s in measured
@@ -292,7 +295,7 @@ def main(argv=None) -> int:
             steps = run_trainer(args, args.work_dir / f"run-{label}-{engine}", overrides)
             epochs = next((int(o.split("=", 1)[1]) for o in reversed(extra) if o.startswith("actor.ppo_epochs=")),
                           ppo_epochs)
-            row = {"label": label, "engine": engine, **summarise(steps, num_matmul, epochs, peak, profiled_steps(overrides))}
+            row = {"label": label, "engine": engine, **summarise(steps, num_matmul, epochs, peak, profiled_steps(overrides), args.warmup_steps)}
             rows.append(row)
             results.append({**row, "overrides": overrides, "steps": steps})
             if args.out:  # rewritten after each run, so a killed bench keeps what it measured

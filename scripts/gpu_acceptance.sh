@@ -6,7 +6,7 @@
 #   bash scripts/gpu_acceptance.sh grpo05 colocate|split   # GRPO 5 steps, Qwen2.5-0.5B shape
 #   bash scripts/gpu_acceptance.sh bench cuda_ipc|nccl|all # bench_weight_sync, 0.5B and 7B shapes
 #   bash scripts/gpu_acceptance.sh trainer_test  # the GPU-marked actor and trainer tests
-#   bash scripts/gpu_acceptance.sh bench15 before|after  # issue 11, 5b: 1.5B shape (OLD=.bench_old checkout);
+#   bash scripts/gpu_acceptance.sh bench15 before|after  # issue 11, 5b: 1.5B shape (OLD=.bench_old checkout; STEPS, WARMUP: steps left out of the medians);
 #                                            # after with PROFILE_STEP=N also profiles step N's update (its time is inflated)
 #   bash scripts/gpu_acceptance.sh kernels   # issue 11, 5b: bench_update_kernels (1.5B shape) + profile;
 #                                            # writes /tmp/rlsys_attention (cudnn if faster than flash, else auto)
@@ -99,7 +99,7 @@ PY
     # MEAN: the fitted mean response length of the EOS bias (rlsys.models.stopping); on tiny
     # shapes the sampled mean came out ~30% above the fit, so the default sits below ~300.
     common="--device cuda --shape qwen2.5-1.5b --prompts 64 --samples 8 --max-response-length 1024 \
-      --mean-response-length ${MEAN:-260} --steps ${STEPS:-4} --timeout-s ${RUN_TIMEOUT:-480} \
+      --mean-response-length ${MEAN:-260} --steps ${STEPS:-4} --warmup-steps ${WARMUP:-1} --timeout-s ${RUN_TIMEOUT:-480} \
       --override rollout.enforce_eager=false"
     if [ "$2" = before ]; then
       timeout 560 python3 scripts/bench_train_step.py $common --rlsys-root "$OLD" --row "fixed:" \
