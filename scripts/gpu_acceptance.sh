@@ -104,15 +104,17 @@ PY
     if [ "$2" = before ]; then
       timeout 560 python3 scripts/bench_train_step.py $common --rlsys-root "$OLD" --row "fixed:" \
         --out "$OUT/bench15_before.json" > "$OUT/bench15_before.log" 2>&1
+      rc=$?
     else
       attention=$(cat /tmp/rlsys_attention 2>/dev/null || echo auto)
       keep=$(cat /tmp/rlsys_keep_logits 2>/dev/null || echo false)
       timeout 560 python3 scripts/bench_train_step.py $common \
         --row "${ROW:-dynamic:actor.max_tokens_per_micro_batch=16384,ref.max_tokens_per_micro_batch=32768,actor.attention_backend=$attention,actor.logprob_keep_logits=$keep${PROFILE_STEP:+,trainer.profile_steps=[$PROFILE_STEP]}}" \
         --out "$OUT/bench15_after.json" > "$OUT/bench15_after.log" 2>&1
+      rc=$?
       cp /tmp/rlsys_bench_train_step/run-*/profile/*.txt "$OUT/" 2>/dev/null  # the profiled update's table
     fi
-    echo "exit $?"; grep -A6 "^| config" "$OUT/bench15_$2.log"; tail -4 "$OUT/bench15_$2.log" ;;
+    echo "exit $rc"; grep -A6 "^| config" "$OUT/bench15_$2.log"; tail -4 "$OUT/bench15_$2.log" ;;
   bench)
     timeout 540 python3 scripts/bench_weight_sync.py --shape qwen2.5-0.5b,qwen2.5-7b --transport "$2" \
       --repeats 3 --out "$OUT/bench_$2.json" 2>&1 | grep -v "WARNING\|INFO" | tail -30 ;;
